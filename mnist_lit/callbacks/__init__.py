@@ -1,0 +1,17 @@
+"""Lightning callbacks: best-weight restoring, geometric errors, figures, histograms and metrics.json."""
+
+from mnist_lit.callbacks.figures import ReportFigures
+from mnist_lit.callbacks.geometric import GeometricErrorCallback
+from mnist_lit.callbacks.histograms import WeightHistograms
+from mnist_lit.callbacks.report import MetricsReport
+from mnist_lit.callbacks.restore_best import RestoreBestWeights
+from mnist_lit.callbacks.timing import EpochTimer
+
+__all__ = [
+    "EpochTimer",
+    "GeometricErrorCallback",
+    "MetricsReport",
+    "ReportFigures",
+    "RestoreBestWeights",
+    "WeightHistograms",
+]

@@ -1,0 +1,136 @@
+"""The notebooks' figures, saved as PNG in the run's folder and logged to TensorBoard."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from mnist_lit import plots
+from mnist_lit.callbacks.restore_best import RestoreBestWeights
+from mnist_lit.callbacks.tensorboard import tensorboard_writer
+from mnist_lit.models.base import MNISTClassifier
+
+
+class ReportFigures(Callback):
+    """Sample training images, loss/accuracy curves, the test confusion matrix, test predictions, mistakes.
+
+    Figures go to ``<run folder>/figures/*.png`` and, when a TensorBoardLogger is attached, to its Images tab
+    under ``figures/``. Test samples are drawn on process 0 from its own share of the test set.
+
+    Args:
+        num_images: images in each grid.
+        seed: seeds the choice of the sample and random-prediction images.
+        dpi: resolution of the saved PNG files.
+    """
+
+    def __init__(self, num_images: int = 24, seed: int = 0, dpi: int = 110) -> None:
+        self.num_images = num_images
+        self.seed = seed
+        self.dpi = dpi
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self._reset_test_samples()
+
+    def _reset_test_samples(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._seen = 0
+        self._random: list[tuple[np.ndarray, int, int, float]] = []
+        self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
+
+    def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> Path:
+        out = Path(trainer.log_dir or trainer.default_root_dir) / "figures" / f"{name}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=self.dpi)
+        writer = tensorboard_writer(trainer)
+        if writer is not None:
+            writer.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+        return out
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.history.clear()
+        dataset = getattr(trainer.datamodule, "data_train", None)
+        if dataset is None:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        idx = torch.randperm(len(dataset), generator=generator)[: self.num_images]
+        fig = plots.image_grid(
+            dataset.images[idx].numpy(), [f"label {int(y)}" for y in dataset.labels[idx]], "Training images"
+        )
+        self._emit(trainer, "train_samples", fig)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            if key in metrics:
+                self.history[key].append(float(metrics[key]))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.history:
+            return
+        restore = next((cb for cb in trainer.callbacks if isinstance(cb, RestoreBestWeights)), None)
+        best = restore.best_epoch if restore is not None else None
+        self._emit(trainer, "training_curves", plots.training_curves(self.history, best_epoch=best))
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset_test_samples()
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if not trainer.is_global_zero or not isinstance(outputs, dict):
+            return
+        images, labels = batch
+        probs = outputs["logits"].float().softmax(dim=1)
+        conf, preds = probs.max(dim=1)
+        images, labels, preds, conf = images[:, 0].float().cpu(), labels.cpu(), preds.cpu(), conf.cpu()
+        wrong = torch.nonzero(preds != labels).flatten().tolist()
+        for i in wrong[: max(0, self.num_images - len(self._mistakes))]:
+            self._mistakes.append(self._sample(images, labels, preds, conf, i))
+        for i in range(len(labels)):  # reservoir sampling: a uniform draw from the whole (local) test set
+            slot = self._seen if self._seen < self.num_images else self._rng.randrange(self._seen + 1)
+            self._seen += 1
+            if slot < self.num_images:
+                sample = self._sample(images, labels, preds, conf, i)
+                if slot == len(self._random):
+                    self._random.append(sample)
+                else:
+                    self._random[slot] = sample
+
+    @staticmethod
+    def _sample(images: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, i: int) -> tuple:
+        return images[i].numpy(), int(labels[i]), int(preds[i]), float(conf[i])
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(pl_module, MNISTClassifier):
+            cm = pl_module.confusion_matrix("test").cpu().numpy()
+            self._emit(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"))
+        if self._random:
+            images, titles, colors = self._grid(self._random, with_confidence=False)
+            fig = plots.image_grid(images, titles, "Random test images: true / predicted", title_colors=colors)
+            self._emit(trainer, "test_predictions", fig)
+        if self._mistakes:
+            images, titles, colors = self._grid(self._mistakes, with_confidence=True)
+            fig = plots.image_grid(
+                images, titles, "Misclassified test images: true / predicted (confidence)", title_colors=colors
+            )
+            self._emit(trainer, "misclassified", fig)
+
+    @staticmethod
+    def _grid(samples: list[tuple], with_confidence: bool) -> tuple[np.ndarray, list[str], list[str]]:
+        images = np.stack([s[0] for s in samples])
+        titles = [f"{t} / {p}" + (f" ({c:.0%})" if with_confidence else "") for _, t, p, c in samples]
+        colors = ["black" if t == p else "red" for _, t, p, _ in samples]
+        return images, titles, colors

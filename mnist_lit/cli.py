@@ -1,0 +1,95 @@
+"""The command line: one LightningCLI, the network chosen in YAML, test after fit by default.
+
+``python -m mnist_lit fit --config configs/keras_report.yaml`` trains, restores the best weights (when the config
+asks for it) and evaluates on the test set; ``validate``, ``test`` and ``predict`` take ``--ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mnist_lit.data.acquire import MNISTUnavailableError
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.files import IdxFileError
+from mnist_lit.models.base import MNISTClassifier
+
+#: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
+SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+
+
+class UserInputError(RuntimeError):
+    """A problem with what the user gave (a file, an option), reported as one message instead of a traceback."""
+
+
+class MNISTLitCLI(LightningCLI):
+    """LightningCLI with ``--test_after_fit`` and checkpoint checks that fail with a message, not a traceback."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # argparse would otherwise take a misspelt prefix such as --trainer.max_epoch for --trainer.max_epochs
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After `fit`, evaluate the final (restored-best, if so configured) weights on the test set.",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_checkpoint(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+
+    def after_fit(self) -> None:
+        """Evaluate on the test set right after training, as the notebooks do, unless switched off."""
+        if self.config.fit.get("test_after_fit", True) and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def check_checkpoint(ckpt_path: str | None, model_config: Any) -> None:
+    """Fail early, with a message, on a missing, unreadable or other-network checkpoint."""
+    if not ckpt_path or str(ckpt_path) in SPECIAL_CKPT_PATHS:
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserInputError(
+            f"--ckpt_path {path}: no such file. Checkpoints are in lightning_logs/*/version_*/checkpoints/."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
+        raise UserInputError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: {err}).") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserInputError(f"--ckpt_path {path}: not a Lightning checkpoint (it has no state_dict).")
+    saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    configured = getattr(model_config, "class_path", None) if model_config is not None else None
+    if saved and configured and saved != configured:
+        raise UserInputError(
+            f"--ckpt_path {path} holds a {saved.rsplit('.', 1)[-1]}, but the config selects "
+            f"{configured.rsplit('.', 1)[-1]}. Use the config the checkpoint was trained with (the run folder keeps "
+            "it as config.yaml), or set model.class_path to match."
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
+    try:
+        MNISTLitCLI(
+            MNISTClassifier,
+            MNISTDataModule,
+            subclass_mode_model=True,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+        )
+    except (UserInputError, MNISTUnavailableError, IdxFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

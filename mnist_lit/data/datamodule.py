@@ -1,0 +1,201 @@
+"""The MNIST LightningDataModule: verified files in, in-memory uint8 splits out, normalized on the device."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+
+from mnist_lit.data import files
+from mnist_lit.data.acquire import ensure_mnist_files
+
+log = logging.getLogger(__name__)
+
+#: Mean and std of the MNIST training pixels after /255, the usual constants for standardization.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+ValSplit = Literal["keras", "random", "test"]
+Normalization = Literal["unit", "standardize"]
+
+
+class TensorImageDataset(Dataset):
+    """Images (N x 28 x 28, uint8) and labels (N, int64) held in memory and fetched a whole batch at a time.
+
+    ``__getitems__`` lets a standard DataLoader cut a batch with one tensor index instead of 64 ``__getitem__``
+    calls and a collate, which is what makes a pass over MNIST take a fraction of a second.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 3 or len(images) != len(labels):
+            raise ValueError(f"expected N x H x W uint8 images and N labels, got {tuple(images.shape)} {images.dtype}")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index].unsqueeze(0), self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index].unsqueeze(1), self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate function for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
+
+
+class MNISTDataModule(LightningDataModule):
+    """MNIST from verified IDX files, split as the notebooks split it, served from memory.
+
+    Args:
+        data_dir: root folder; the files live in ``data_dir/MNIST/raw`` (torchvision's layout).
+        batch_size: training batch size (per process under DDP).
+        eval_batch_size: batch size for validation, test and predict; it changes speed, not the numbers.
+        val_split: ``keras`` holds out the last ``val_fraction`` of the training arrays, unshuffled, as Keras'
+            ``validation_split``; ``random`` a seeded random subset of that size; ``test`` validates on the
+            official test set (notebook B) and trains on all 60,000 images.
+        val_fraction: fraction of the 60,000 training images held out for validation.
+        normalization: ``unit`` divides pixels by 255 (both notebooks); ``standardize`` then subtracts 0.1307
+            and divides by 0.3081. It is saved in checkpoints, and a checkpoint's choice wins when loaded.
+        seed: seeds the random split and the per-epoch shuffling of the training batches.
+        download: allow the network sources when files are missing (see :mod:`mnist_lit.data.acquire`).
+        download_timeout: seconds each network attempt may take before it is abandoned.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_split: ValSplit = "keras",
+        val_fraction: float = 0.2,
+        normalization: Normalization = "unit",
+        seed: int = 0,
+        download: bool = True,
+        download_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"data.batch_size and data.eval_batch_size must be positive, got {batch_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.normalization: Normalization = normalization
+        self.data_train: TensorImageDataset | None = None
+        self.data_val: TensorImageDataset | None = None
+        self.data_test: TensorImageDataset | None = None
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where the four IDX files live, as torchvision's ``MNIST`` expects them."""
+        return self.data_dir / "MNIST" / "raw"
+
+    def prepare_data(self) -> None:
+        """Acquire and verify the files (Lightning calls this on one process per node; it assigns no state)."""
+        ensure_mnist_files(self.raw_dir, download=self.hparams.download, timeout=self.hparams.download_timeout)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the verified files once and build the splits; calling it again is free."""
+        if self.data_train is not None:
+            return
+        missing = [spec.filename for spec in files.MNIST_FILES if not (self.raw_dir / spec.filename).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"MNIST files missing from {self.raw_dir}: {', '.join(missing)}. Run prepare_data() first "
+                "(the Trainer does), or place the files there by hand."
+            )
+        train = MNIST(str(self.data_dir), train=True, download=False)
+        test = MNIST(str(self.data_dir), train=False, download=False)
+        self.data_test = TensorImageDataset(test.data, test.targets)
+        train_idx, val_idx = self.split_indices(len(train.data))
+        self.data_train = TensorImageDataset(train.data[train_idx], train.targets[train_idx])
+        self.data_val = (
+            self.data_test if val_idx is None else TensorImageDataset(train.data[val_idx], train.targets[val_idx])
+        )
+
+    def split_indices(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """Indices of the training and validation images among the ``n`` training images (None: use test)."""
+        if self.hparams.val_split == "test":
+            return torch.arange(n), None
+        n_val = int(round(n * self.hparams.val_fraction))
+        if self.hparams.val_split == "keras":
+            order = torch.arange(n)
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return order[: n - n_val].sort().values, order[n - n_val :].sort().values
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches, reshuffled each epoch from the seeded generator (Lightning shards them under DDP)."""
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(
+            self._ready(self.data_train),
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=keep_batch,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._ready(self.data_val))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._ready(self.data_test))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._ready(self.data_test))
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        """In order, every image exactly once: under DDP each rank takes its own unpadded shard.
+
+        Lightning's default DistributedSampler pads the last shard by repeating images, which would count them
+        twice in the metrics; passing a DistributedSampler subclass ourselves stops Lightning from injecting it.
+        """
+        sampler = None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(dataset, batch_size=self.hparams.eval_batch_size, sampler=sampler, collate_fn=keep_batch)
+
+    def _ready(self, dataset: TensorImageDataset | None) -> TensorImageDataset:
+        if dataset is None:
+            raise RuntimeError("MNISTDataModule.setup() has not run: call prepare_data() and setup() first.")
+        return dataset
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 pixels to float, on whatever device ``images`` is on: /255, then standardized if chosen."""
+        x = images.float().div_(255.0)
+        if self.normalization == "standardize":
+            x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
+        return x
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Convert the uint8 images to normalized floats after they reach the device (4x less to copy)."""
+        images, *rest = batch
+        return (self.normalize(images), *rest)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each checkpoint, so that evaluation and prediction normalize as training did."""
+        return {"normalization": self.normalization}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("normalization", self.normalization)
+        if saved != self.normalization:
+            log.warning(
+                "The checkpoint was trained with data.normalization=%s; using it instead of the configured %s.",
+                saved,
+                self.normalization,
+            )
+            self.normalization = saved

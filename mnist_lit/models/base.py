@@ -1,0 +1,131 @@
+"""What the two notebook networks share: the loss, the metrics, the optimizer and the steps.
+
+A network class only builds its layers and hands them to :class:`MNISTClassifier`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+STAGES = ("train", "val", "test")
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Keras' default initializers: glorot-uniform kernels, zero biases (PyTorch's default is kaiming-uniform)."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class MNISTClassifier(LightningModule):
+    """A 10-class image classifier trained the Keras way: logits in, cross-entropy, Adam.
+
+    The network ends in logits, and the loss is ``cross_entropy(logits, labels)``: the same number as Keras'
+    softmax followed by categorical cross-entropy on one-hot labels, computed without the softmax's round trip.
+    ``predict`` returns the softmax probabilities, as Keras' ``model.predict`` does.
+
+    Args:
+        net: the layers, from image batches (N x 1 x 28 x 28) to logits (N x 10).
+        lr: Adam's learning rate (Keras: 1e-3); with ``lr_schedule: onecycle``, the peak rate.
+        betas: Adam's beta_1 and beta_2 (Keras: 0.9, 0.999).
+        eps: Adam's epsilon (Keras: 1e-7; PyTorch's default is 1e-8).
+        weight_decay: L2 penalty added by Adam (Keras: none).
+        init: ``keras`` for glorot-uniform kernels and zero biases, ``torch`` for PyTorch's defaults.
+        lr_schedule: ``constant`` (Keras) or ``onecycle`` (OneCycleLR over the whole run, stepped per batch).
+        channels_last: keep the weights and inputs in channels-last memory format (faster on CPU and GPU).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-7,
+        weight_decay: float = 0.0,
+        init: Literal["keras", "torch"] = "keras",
+        lr_schedule: Literal["constant", "onecycle"] = "constant",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        if init == "keras":
+            self.net.apply(keras_init_)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        # ModuleDict keys may not shadow Module attributes such as `train`, hence the suffixes.
+        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes=10, average="micro") for s in STAGES})
+        self.confusion = nn.ModuleDict({f"{s}_cm": MulticlassConfusionMatrix(num_classes=10) for s in ("val", "test")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a batch of normalized images (N x 1 x 28 x 28)."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        """One step of any stage: loss, and every metric of that stage updated and logged per epoch.
+
+        The metric objects accumulate counts over the epoch and are synchronized across processes when they are
+        computed, so epoch values are exact under DDP whatever the shard sizes.
+        """
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        preds = logits.argmax(dim=1)
+        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
+        self.accuracy[f"{stage}_acc"].update(preds, labels)
+        if stage != "train":
+            self.confusion[f"{stage}_cm"].update(preds, labels)
+        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "train":
+            self.log("train/batch_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=False)
+        return {"loss": loss, "logits": logits.detach(), "preds": preds}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities (N x 10), as Keras' ``predict`` returns them."""
+        return self(batch[0]).softmax(dim=1)
+
+    def on_validation_epoch_start(self) -> None:
+        # Reset here, not at epoch end, so callbacks can still read the finished epoch's matrix at its end,
+        # and the sanity-check batches never leak into the first epoch.
+        self.confusion["val_cm"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.confusion["test_cm"].reset()
+
+    def confusion_matrix(self, stage: str) -> Tensor:
+        """The stage's confusion matrix (rows: true class, columns: predicted), summed over all processes."""
+        return self.confusion[f"{stage}_cm"].compute()
+
+    def configure_optimizers(self) -> Any:
+        """Adam with Keras' defaults, and OneCycleLR over the whole run when ``lr_schedule`` asks for it."""
+        hp = self.hparams
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
+        )
+        if hp.lr_schedule == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,40 @@
+"""Notebook B's network ("the compact CNN"): two small convolutions with dropout, a dense layer of 100."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from mnist_lit.models.base import MNISTClassifier
+
+
+class CompactCNN(MNISTClassifier):
+    """Conv 8 - pool - Dropout - Conv 16 - pool - Dropout - Dense 100 - Dropout - Dense 10; 42,358 parameters.
+
+    Args:
+        filters: output channels of the two 3x3 convolutions (valid padding, ReLU).
+        dense_units: width of the hidden dense layer (ReLU).
+        conv_dropout: dropout rate after each pooling layer.
+        dense_dropout: dropout rate before the output layer.
+        **kwargs: training options of :class:`~mnist_lit.models.base.MNISTClassifier`.
+    """
+
+    def __init__(
+        self,
+        filters: tuple[int, int] = (8, 16),
+        dense_units: int = 100,
+        conv_dropout: float = 0.2,
+        dense_dropout: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        c1, c2 = filters
+        net = nn.Sequential(
+            nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(conv_dropout),   # 28 -> 26 -> 13
+            nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(conv_dropout),  # 13 -> 11 -> 5
+            nn.Flatten(),
+            nn.Linear(c2 * 5 * 5, dense_units), nn.ReLU(),
+            nn.Dropout(dense_dropout),
+            nn.Linear(dense_units, 10),
+        )  # fmt: skip
+        super().__init__(net, **kwargs)

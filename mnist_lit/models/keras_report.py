@@ -1,0 +1,39 @@
+"""Notebook A's network ("the Keras report"): three 3x3 convolutions, a dense layer of 128, dropout 0.5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from mnist_lit.models.base import MNISTClassifier
+
+
+class KerasReportCNN(MNISTClassifier):
+    """Conv 32 - pool - Conv 64 - pool - Conv 64 - Flatten - Dense 128 - Dropout - Dense 10; 130,890 parameters.
+
+    Args:
+        filters: output channels of the three 3x3 convolutions (valid padding, ReLU).
+        dense_units: width of the hidden dense layer.
+        dropout: dropout rate before the output layer.
+        **kwargs: training options of :class:`~mnist_lit.models.base.MNISTClassifier`.
+    """
+
+    def __init__(
+        self,
+        filters: tuple[int, int, int] = (32, 64, 64),
+        dense_units: int = 128,
+        dropout: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        c1, c2, c3 = filters
+        net = nn.Sequential(
+            nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 26 -> 13
+            nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),  # 13 -> 11 -> 5
+            nn.Conv2d(c2, c3, 3), nn.ReLU(),                   # 5 -> 3
+            nn.Flatten(),
+            nn.Linear(c3 * 3 * 3, dense_units), nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dense_units, 10),
+        )  # fmt: skip
+        super().__init__(net, **kwargs)

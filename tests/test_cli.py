@@ -1,0 +1,143 @@
+"""The command line, called in-process through mnist_lit's own entry point (and once as a real process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mnist_lit.cli import main
+from tests.conftest import CONFIGS, TinyMNIST
+
+TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
+
+
+def _run(args: list[str]) -> None:
+    main(args)
+
+
+def _exit_code(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+def _runs(name: str) -> list[Path]:
+    return sorted(Path("lightning_logs", name).glob("version_*"))
+
+
+def test_help_lists_the_subcommands(capsys) -> None:
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in ("fit", "validate", "test", "predict"):
+        assert sub in out
+
+
+def test_print_config_shows_the_chosen_network_and_overrides(capsys) -> None:
+    args = ["fit", "--config", str(CONFIGS / "keras_report.yaml"), "--trainer.max_epochs", "2"]
+    assert _exit_code([*args, "--data.batch_size", "256", "--print_config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "mnist_lit.models.KerasReportCNN"
+    assert config["model"]["init_args"]["eps"] == 1e-7
+    assert (config["trainer"]["max_epochs"], config["data"]["batch_size"]) == (2, 256)
+    assert config["test_after_fit"] is True
+
+
+def test_config_is_repeatable_and_later_files_win(tmp_path, capsys) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("data:\n  batch_size: 32\nmodel:\n  init_args:\n    dense_units: 64\n")
+    args = ["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(extra), "--print_config"]
+    assert _exit_code(args) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["batch_size"] == 32
+    assert config["model"]["init_args"]["dense_units"] == 64
+    assert config["trainer"]["max_epochs"] == 5
+
+
+def test_a_mistyped_option_gets_the_parsers_message(capsys) -> None:
+    assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epoch", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "max_epoch" in err and "Traceback" not in err
+
+
+def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  bach_size: 32\n")
+    assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bach_size" in err and "Traceback" not in err
+
+
+def test_fast_dev_run_through_the_entry_point(tiny_mnist: TinyMNIST) -> None:
+    _run(["fit", "--config", str(CONFIGS / "keras_report.yaml"), "--trainer.fast_dev_run", "true"])
+
+
+def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST) -> None:
+    config = str(CONFIGS / "compact.yaml")
+    _run(["fit", "--config", config, *TINY_RUN])
+    (run,) = _runs("compact")
+    report = json.loads((run / "metrics.json").read_text())
+    cm = torch.tensor(report["confusion_matrix"])
+    assert cm.sum() == tiny_mnist.n_test == report["num_samples"]  # every test image exactly once
+    assert report["test_acc"] == pytest.approx(cm.trace().item() / cm.sum().item())
+    assert report["geometric"]["trace_accuracy"] == pytest.approx(report["test_acc"])
+    assert report["epochs_run"] == 2 and len(report["seconds_per_epoch"]) == 2
+    assert report["config"]["model"]["class_path"] == "mnist_lit.models.CompactCNN"
+    checkpoint = Path(report["checkpoint"])
+    assert checkpoint.is_file()
+
+    _run(["test", "--config", config, "--ckpt_path", str(checkpoint), "--data.eval_batch_size", "16"])
+    first, second = _runs("compact")
+    assert first == run  # the first run's folder is untouched, the test got its own
+    again = json.loads((second / "metrics.json").read_text())
+    assert again["confusion_matrix"] == report["confusion_matrix"]
+    assert again["test_loss"] == pytest.approx(report["test_loss"], rel=1e-6)
+
+
+def test_same_seed_same_numbers_and_reruns_keep_earlier_runs(tiny_mnist: TinyMNIST) -> None:
+    args = ["fit", "--config", str(CONFIGS / "keras_report.yaml"), *TINY_RUN, "--data.batch_size", "32"]
+    _run(args)
+    _run(args)  # the same log folder again: a new version, no clash with the saved config
+    reports = [json.loads((run / "metrics.json").read_text()) for run in _runs("keras_report")]
+    assert len(reports) == 2
+    assert reports[0]["test_loss"] == reports[1]["test_loss"]
+    assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+
+
+def test_a_missing_or_corrupt_checkpoint_is_reported(tiny_mnist: TinyMNIST, tmp_path, capsys) -> None:
+    config = str(CONFIGS / "compact.yaml")
+    assert _exit_code(["test", "--config", config, "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 1
+    assert "nope.ckpt: no such file" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00" * 100)
+    assert _exit_code(["test", "--config", config, "--ckpt_path", str(corrupt)]) == 1
+    err = capsys.readouterr().err
+    assert "corrupt.ckpt: not a readable checkpoint" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_of_another_network_is_reported(tiny_mnist: TinyMNIST, capsys) -> None:
+    _run(["fit", "--config", str(CONFIGS / "compact.yaml"), *TINY_RUN, "--trainer.max_epochs", "1"])
+    (checkpoint,) = _runs("compact")[0].glob("checkpoints/*.ckpt")
+    assert _exit_code(["test", "--config", str(CONFIGS / "keras_report.yaml"), "--ckpt_path", str(checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "holds a CompactCNN, but the config selects KerasReportCNN" in err
+
+
+def test_missing_data_without_downloads_explains_how_to_place_files(tmp_path, capsys) -> None:
+    args = ["fit", "--config", str(CONFIGS / "compact.yaml"), "--data.download", "false"]
+    assert _exit_code([*args, "--data.data_dir", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "Could not obtain a verified copy of MNIST" in err and "To place the files by hand" in err
+
+
+def test_console_script_and_module_start_the_same_cli() -> None:
+    bindir = Path(sys.executable).parent
+    for cmd in ([sys.executable, "-m", "mnist_lit", "--help"], [str(bindir / "mnist-lit"), "--help"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "{fit,validate,test,predict}" in result.stdout
