@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mnist_lit import plots
+from mnist_lit.callbacks.outputs import run_dir, tensorboard_writer
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
-from mnist_lit.callbacks.tensorboard import tensorboard_writer
 from mnist_lit.models.base import MNISTClassifier
 
 
@@ -47,7 +47,7 @@ class ReportFigures(Callback):
         self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
 
     def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> Path:
-        out = Path(trainer.log_dir or trainer.default_root_dir) / "figures" / f"{name}.png"
+        out = run_dir(trainer) / "figures" / f"{name}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=self.dpi)
         writer = tensorboard_writer(trainer)

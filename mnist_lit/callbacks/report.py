@@ -11,6 +11,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from mnist_lit.callbacks.outputs import run_dir
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
 from mnist_lit.callbacks.timing import EpochTimer
 from mnist_lit.data.files import atomic_write_bytes
@@ -39,7 +40,7 @@ class MetricsReport(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, MNISTClassifier):
             return
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        folder = run_dir(trainer)
         metrics = trainer.callback_metrics
         restore = _find(trainer, RestoreBestWeights)
         timer = _find(trainer, EpochTimer)
@@ -53,16 +54,16 @@ class MetricsReport(Callback):
             "seconds_per_epoch": [round(s, 3) for s in timer.epoch_seconds] if timer is not None else None,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "model": type(pl_module).__name__,
-            "config": self._config(run_dir, trainer, pl_module),
+            "config": self._config(folder, trainer, pl_module),
         }
-        out = run_dir / self.filename
+        out = folder / self.filename
         atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
         rank_zero_info(f"Wrote {out}")
 
     @staticmethod
-    def _config(run_dir: Path, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def _config(folder: Path, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The CLI's saved config.yaml when there is one, else the model's and data's hyperparameters."""
-        saved = run_dir / "config.yaml"
+        saved = folder / "config.yaml"
         if saved.is_file():
             return yaml.safe_load(saved.read_text())
         data = getattr(trainer, "datamodule", None)
