@@ -1,0 +1,351 @@
+"""Benchmarks: the data path, Lightning's overhead, inference, memory and time to accuracy.
+
+    python -m mnist_lit.bench                      # everything, on the real MNIST (acquired into data/ as fit does)
+    python -m mnist_lit.bench --only data,infer    # some sections
+    python -m mnist_lit.bench --smoke              # tiny synthetic data, seconds: keeps this script working (CI)
+
+Prints markdown tables and writes them, with the machine they came from, as JSON (``--out``). Timings on a
+shared machine swing by tens of percent, so each comparison is repeated with its two sides interleaved and the
+median is reported. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.datasets import MNIST
+from torchvision.transforms import ToTensor
+
+from mnist_lit.callbacks import EpochTimer
+from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
+from mnist_lit.data.files import atomic_write_bytes, encode_idx
+from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NETWORKS: dict[str, tuple[type[MNISTClassifier], int]] = {  # name: (class, the notebook's batch size)
+    "compact": (CompactCNN, 128),
+    "keras_report": (KerasReportCNN, 64),
+}
+
+
+@dataclass
+class MNISTTensors:
+    """The training and test images (uint8) and labels, and a root folder torchvision's MNIST can read."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    torchvision_root: Path
+
+
+class PreparedDataModule(MNISTDataModule):
+    """MNISTDataModule over tensors already in memory: the benchmark loads (and verifies) the files once."""
+
+    def __init__(self, data: MNISTTensors, batch_size: int) -> None:
+        super().__init__(batch_size=batch_size, val_split="test")
+        self.data_train = TensorImageDataset(data.train_images, data.train_labels)
+        self.data_test = self.data_val = TensorImageDataset(data.test_images, data.test_labels)
+
+    def prepare_data(self) -> None:
+        """Nothing to acquire: the tensors were given."""
+
+
+def real_mnist(data_dir: Path) -> MNISTTensors:
+    """The real MNIST through the project's own acquisition and verification."""
+    dm = MNISTDataModule(data_dir=data_dir, val_split="test")
+    dm.prepare_data()
+    dm.setup()
+    train, test = dm.data_train, dm.data_test
+    return MNISTTensors(train.images, train.labels, test.images, test.labels, data_dir)
+
+
+def synthetic_mnist(root: Path, n_train: int = 512, n_test: int = 256) -> MNISTTensors:
+    """Random MNIST-shaped data, also written as IDX files so that torchvision's reader can be timed on it."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator) for n in (n_train, n_test)]
+    labels = [torch.randint(0, 10, (n,), generator=generator) for n in (n_train, n_test)]
+    raw = root / "MNIST" / "raw"
+    for split, images, targets in (("train", tensors[0], labels[0]), ("t10k", tensors[1], labels[1])):
+        atomic_write_bytes(raw / f"{split}-images-idx3-ubyte", encode_idx(images.numpy(), "images"))
+        atomic_write_bytes(raw / f"{split}-labels-idx1-ubyte", encode_idx(targets.numpy().astype(np.uint8), "labels"))
+    return MNISTTensors(tensors[0], labels[0], tensors[1], labels[1], root)
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _consume(batches: Iterable[tuple[Tensor, Tensor]], convert: Callable[[Tensor], Tensor]) -> None:
+    for images, _ in batches:
+        convert(images)
+
+
+def bench_data(data: MNISTTensors, repeats: int, batch_size: int = 64) -> list[dict[str, Any]]:
+    """One pass over the training images, as float batches, our way and torchvision's way."""
+    ours = PreparedDataModule(data, batch_size)
+    reference = MNIST(str(data.torchvision_root), train=True, download=False, transform=ToTensor())
+    n = len(data.train_labels)
+    paths = {
+        "mnist_lit: in-memory uint8, batch indexing, float on device": lambda: _consume(
+            ours.train_dataloader(), ours.normalize
+        ),
+        "torchvision MNIST + ToTensor, DataLoader, num_workers=0": lambda: _consume(
+            DataLoader(reference, batch_size=batch_size, shuffle=True, num_workers=0), lambda x: x
+        ),
+        "torchvision MNIST + ToTensor, DataLoader, num_workers=2": lambda: _consume(
+            DataLoader(reference, batch_size=batch_size, shuffle=True, num_workers=2), lambda x: x
+        ),
+    }
+    rows = [{"path": name, "seconds": median_seconds(fn, repeats)} for name, fn in paths.items()]
+    baseline = rows[1]["seconds"]
+    for row in rows:
+        row["images_per_s"] = n / row["seconds"]
+        row["speedup_vs_torchvision"] = baseline / row["seconds"]
+    return rows
+
+
+def bare_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int, device: torch.device) -> list[float]:
+    """A plain PyTorch loop over the same network, batches and Adam settings; seconds per epoch."""
+    model.to(device).train()
+    hp = model.hparams
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+    loader = dm.train_dataloader()
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for images, labels in loader:
+            images, labels = dm.normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int) -> list[float]:
+    """mnist_lit's own training step (metrics, logging) under the Trainer; seconds per epoch."""
+    timer = EpochTimer()
+    trainer = pl.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return timer.epoch_seconds
+
+
+def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
+    """Seconds per epoch (after the first, which includes kernel warm-up), Lightning against the bare loop."""
+    rows = []
+    for name, (cls, batch_size) in NETWORKS.items():
+        dm = PreparedDataModule(data, batch_size)
+        runs: dict[str, list[float]] = {"lightning": [], "bare": []}
+        for _ in range(repeats):  # interleaved, so that drifting machine load hits both sides alike
+            pl.seed_everything(0, verbose=False)
+            runs["lightning"] += lightning_epoch_seconds(cls(), dm, epochs)[1:]
+            pl.seed_everything(0, verbose=False)
+            runs["bare"] += bare_epoch_seconds(cls(), dm, epochs, device)[1:]
+        lit, bare = statistics.median(runs["lightning"]), statistics.median(runs["bare"])
+        rows.append(
+            {"network": name, "batch": batch_size, "images": len(data.train_labels), "lightning_s": lit,
+             "bare_s": bare, "ratio": lit / bare, "samples": len(runs["bare"])}
+        )  # fmt: skip
+    return rows
+
+
+def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
+    """Images per second in eval mode at batch 1 and batch 1024, in fp32 and channels-last."""
+    rows = []
+    for name, (cls, _) in NETWORKS.items():
+        for channels_last in (False, True):
+            model = cls(channels_last=channels_last).to(device).eval()
+            for batch, steps in ((1, 300), (1024, 8)):
+                x = torch.rand(batch, 1, 28, 28, device=device)
+
+                def run(model: MNISTClassifier = model, x: Tensor = x, steps: int = steps) -> None:
+                    with torch.inference_mode():
+                        for _ in range(steps):
+                            model(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+
+                run()  # warm-up
+                seconds = median_seconds(run, repeats)
+                rows.append(
+                    {"network": name, "layout": "channels_last" if channels_last else "contiguous", "batch": batch,
+                     "images_per_s": batch * steps / seconds}
+                )  # fmt: skip
+    return rows
+
+
+def bench_time_to_accuracy(config: Path, data_dir: Path, extra: list[str]) -> dict[str, Any]:
+    """Run ``fit`` on ``config`` as a user would, in a fresh process; wall time, test accuracy, peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
+        cmd = [
+            sys.executable, "-m", "mnist_lit", "fit", "--config", str(config),
+            "--data.data_dir", str(data_dir.resolve()), "--trainer.logger.init_args.save_dir", tmp,
+            "--trainer.enable_progress_bar", "false", *extra,
+        ]  # fmt: skip
+        log = Path(tmp) / "fit.log"
+        start = time.perf_counter()
+        with log.open("w") as handle:
+            process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS, not any earlier child's
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{log.read_text()[-2000:]}")
+        (report,) = [json.loads(p.read_text()) for p in Path(tmp).rglob("metrics.json")]
+    return {
+        "config": str(config.relative_to(REPO_ROOT) if config.is_relative_to(REPO_ROOT) else config),
+        "wall_s_from_process_start": wall,
+        "fit_s": sum(report["seconds_per_epoch"]),
+        "epochs": report["epochs_run"],
+        "seconds_per_epoch": report["seconds_per_epoch"],
+        "test_acc": report["test_acc"],
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
+
+
+def profile_steps(data: MNISTTensors, steps: int) -> str:
+    """Where a training step's time goes: Lightning's per-hook times, then the heaviest PyTorch operators."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    reports = []
+    for name, (cls, batch_size) in NETWORKS.items():
+        dm = PreparedDataModule(data, batch_size)
+        profiler = SimpleProfiler(extended=False)
+        trainer = pl.Trainer(
+            max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, profiler=profiler,
+        )  # fmt: skip
+        model = cls()
+        trainer.fit(model, datamodule=dm)
+        reports.append(f"### {name}: Lightning hooks over {steps} steps\n```\n{profiler.summary()}\n```")
+        images, labels = next(iter(dm.train_dataloader()))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(20):
+                loss = F.cross_entropy(model(dm.normalize(images)), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+        reports.append(f"### {name}: operators over 20 bare steps\n```\n{table}\n```")
+    return "\n\n".join(reports)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__, "torchvision": torchvision.__version__, "lightning": pl.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }  # fmt: skip
+    return info
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of ``rows`` (floats to 3 significant digits)."""
+    if not rows:
+        return "(nothing measured)"
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(fmt(row.get(k)) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the chosen benchmark sections, print their tables and write the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m mnist_lit.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only", default="data,train,infer,tta", help="comma-separated: data,train,infer,tta (and profile)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where MNIST is (or is acquired to)")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (median reported)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per training run (the first is not timed)")
+    parser.add_argument("--configs", default="configs/fast.yaml", help="comma-separated configs for `tta`")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/<time>.json)")
+    parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    unknown = sections - {"data", "train", "infer", "tta", "profile"}
+    if unknown:
+        parser.error(f"--only: unknown sections {sorted(unknown)}; choose from data, train, infer, tta, profile")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {"machine": machine(), "smoke": args.smoke}
+    print(f"machine: {json.dumps(results['machine'])}")
+
+    with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_data_") as tmp:
+        needs_data = sections & {"data", "train", "profile"}
+        data = None
+        if needs_data:
+            data = synthetic_mnist(Path(tmp)) if args.smoke else real_mnist(args.data_dir)
+        repeats, epochs = (1, 2) if args.smoke else (args.repeats, args.epochs)
+        if "data" in sections:
+            results["data"] = bench_data(data, repeats)
+            print("\n## Data: one pass over the training images, batch 64\n" + markdown(results["data"]))
+        if "train" in sections:
+            results["train"] = bench_training(data, repeats=1 if args.smoke else max(1, repeats - 1), epochs=epochs,
+                                              device=device)  # fmt: skip
+            print("\n## Training: seconds per epoch, Lightning against a bare loop\n" + markdown(results["train"]))
+        if "infer" in sections:
+            results["infer"] = bench_inference(repeats, device)
+            print("\n## Inference: images per second\n" + markdown(results["infer"]))
+        if "profile" in sections:
+            results["profile"] = profile_steps(data, steps=10 if args.smoke else 200)
+            print("\n## Profile\n" + results["profile"])
+        if "tta" in sections and not args.smoke:
+            rows = []
+            for config in args.configs.split(","):
+                rows.append(bench_time_to_accuracy(REPO_ROOT / config, args.data_dir, []))
+            results["tta"] = rows
+            print("\n## Time to accuracy: `fit` as a user runs it, in a fresh process\n" + markdown(rows))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mib_this_process"] = peak
+    if torch.cuda.is_available():
+        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB")
+    out = args.out or Path("bench_results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
