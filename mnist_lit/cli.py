@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mnist_lit.data.acquire import MNISTUnavailableError
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.files import IdxFileError
+from mnist_lit.data.images import PredictInputError
 from mnist_lit.models.base import MNISTClassifier
 
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
@@ -90,6 +91,6 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
             args=args,
         )
-    except (UserInputError, MNISTUnavailableError, IdxFileError) as err:
+    except (UserInputError, MNISTUnavailableError, IdxFileError, PredictInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,8 +1,9 @@
-"""Lightning callbacks: best-weight restoring, geometric errors, figures, histograms and metrics.json."""
+"""Lightning callbacks: best-weight restoring, geometric errors, figures, histograms, metrics.json, predictions."""
 
 from mnist_lit.callbacks.figures import ReportFigures
 from mnist_lit.callbacks.geometric import GeometricErrorCallback
 from mnist_lit.callbacks.histograms import WeightHistograms
+from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.report import MetricsReport
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
 from mnist_lit.callbacks.timing import EpochTimer
@@ -11,6 +12,7 @@ __all__ = [
     "EpochTimer",
     "GeometricErrorCallback",
     "MetricsReport",
+    "PredictionWriter",
     "ReportFigures",
     "RestoreBestWeights",
     "WeightHistograms",

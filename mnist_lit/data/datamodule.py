@@ -15,6 +15,7 @@ from torchvision.datasets import MNIST
 
 from mnist_lit.data import files
 from mnist_lit.data.acquire import ensure_mnist_files
+from mnist_lit.data.images import InvertMode, load_predict_inputs
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ class MNISTDataModule(LightningDataModule):
         seed: seeds the random split and the per-epoch shuffling of the training batches.
         download: allow the network sources when files are missing (see :mod:`mnist_lit.data.acquire`).
         download_timeout: seconds each network attempt may take before it is abandoned.
+        predict_path: what ``predict`` classifies: an image file (anything Pillow reads), a ``.npy`` array (H x W,
+            or N x H x W for N images), a folder of such files, or a glob pattern; each is prepared as MNIST's
+            digits were (see :func:`mnist_lit.data.images.mnist_preprocess`). Unset: the MNIST test set.
+        predict_invert: ``auto`` makes dark-on-light pictures light on dark, as MNIST's are, judging by their
+            border; ``always`` and ``never`` force the choice.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class MNISTDataModule(LightningDataModule):
         seed: int = 0,
         download: bool = True,
         download_timeout: float = 30.0,
+        predict_path: str | None = None,
+        predict_invert: InvertMode = "auto",
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -95,6 +103,11 @@ class MNISTDataModule(LightningDataModule):
         self.data_train: TensorImageDataset | None = None
         self.data_val: TensorImageDataset | None = None
         self.data_test: TensorImageDataset | None = None
+        # The predict set's items are (image, index); the index finds the input's name, and its label if known.
+        self.data_predict: TensorImageDataset | None = None
+        self.predict_names: list[str] = []
+        self.predict_labels: Tensor | None = None
+        self.predict_skipped: list[tuple[str, str]] = []
 
     @property
     def raw_dir(self) -> Path:
@@ -102,11 +115,24 @@ class MNISTDataModule(LightningDataModule):
         return self.data_dir / "MNIST" / "raw"
 
     def prepare_data(self) -> None:
-        """Acquire and verify the files (Lightning calls this on one process per node; it assigns no state)."""
+        """Acquire and verify the files (Lightning calls this on one process per node; it assigns no state).
+
+        Predicting a user's own files (``predict_path``) needs no MNIST file, so nothing is fetched for it.
+        """
+        predicting = self.trainer is not None and self.trainer.state.fn == "predict"
+        if predicting and self.hparams.predict_path is not None:
+            return
         ensure_mnist_files(self.raw_dir, download=self.hparams.download, timeout=self.hparams.download_timeout)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the verified files once and build the splits; calling it again is free."""
+        """Load the verified files once and build the splits; calling it again is free.
+
+        With ``predict_path`` set, ``predict`` reads the user's files instead, and needs none of MNIST's.
+        """
+        if self.hparams.predict_path is not None and stage in (None, "predict"):
+            self._setup_predict_files()
+            if stage == "predict":
+                return
         if self.data_train is not None:
             return
         missing = [spec.filename for spec in files.MNIST_FILES if not (self.raw_dir / spec.filename).is_file()]
@@ -123,6 +149,23 @@ class MNISTDataModule(LightningDataModule):
         self.data_val = (
             self.data_test if val_idx is None else TensorImageDataset(train.data[val_idx], train.targets[val_idx])
         )
+        if self.hparams.predict_path is None:
+            self.data_predict = TensorImageDataset(test.data, torch.arange(len(test.data)))
+            self.predict_names = [f"mnist_test[{i}]" for i in range(len(test.data))]
+            self.predict_labels = test.targets
+
+    def _setup_predict_files(self) -> None:
+        """Read and preprocess the user's inputs once, reporting each one that has to be skipped, and why."""
+        if self.data_predict is not None:
+            return
+        inputs = load_predict_inputs(self.hparams.predict_path, self.hparams.predict_invert)
+        if self.trainer is None or self.trainer.is_global_zero:  # every process reads them; one reports
+            for name, reason in inputs.skipped:
+                log.warning("Skipped %s: %s.", name, reason)
+        images = torch.from_numpy(inputs.images)
+        self.data_predict = TensorImageDataset(images, torch.arange(len(images)))
+        self.predict_names = inputs.names
+        self.predict_skipped = inputs.skipped
 
     def split_indices(self, n: int) -> tuple[Tensor, Tensor | None]:
         """Indices of the training and validation images among the ``n`` training images (None: use test)."""
@@ -153,7 +196,8 @@ class MNISTDataModule(LightningDataModule):
         return self._eval_loader(self._ready(self.data_test))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self._ready(self.data_test))
+        """Batches of (uint8 images, index into ``predict_names``): the user's inputs, or else the test set."""
+        return self._eval_loader(self._ready(self.data_predict))
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         """In order, every image exactly once: under DDP each rank takes its own unpadded shard.
