@@ -36,9 +36,10 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
+from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.callbacks import EpochTimer
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
-from mnist_lit.data.files import atomic_write_bytes, encode_idx
+from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +268,8 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     info = {
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where MNIST is (or is acquired to)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (median reported)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run (the first is not timed)")
+    parser.add_argument("--train-repeats", type=int, default=2, help="interleaved Lightning/bare run pairs")
     parser.add_argument("--configs", default="configs/fast.yaml", help="comma-separated configs for `tta`")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/<time>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
@@ -308,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"--only: unknown sections {sorted(unknown)}; choose from data, train, infer, tta, profile")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = args.out or Path("bench_results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     results: dict[str, Any] = {"machine": machine(), "smoke": args.smoke}
     print(f"machine: {json.dumps(results['machine'])}")
 
@@ -316,34 +320,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = None
         if needs_data:
             data = synthetic_mnist(Path(tmp)) if args.smoke else real_mnist(args.data_dir)
-        repeats, epochs = (1, 2) if args.smoke else (args.repeats, args.epochs)
+        repeats, train_repeats = (1, 1) if args.smoke else (args.repeats, args.train_repeats)
+
+        def section(name: str, title: str, rows: Any) -> None:
+            """Print a section and write the JSON so far, so an interrupted run keeps what it measured."""
+            results[name] = rows
+            print(f"\n## {title}\n" + (rows if isinstance(rows, str) else markdown(rows)))
+            atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
+
         if "data" in sections:
-            results["data"] = bench_data(data, repeats)
-            print("\n## Data: one pass over the training images, batch 64\n" + markdown(results["data"]))
+            section("data", "Data: one pass over the training images, batch 64", bench_data(data, repeats))
         if "train" in sections:
-            results["train"] = bench_training(data, repeats=1 if args.smoke else max(1, repeats - 1), epochs=epochs,
-                                              device=device)  # fmt: skip
-            print("\n## Training: seconds per epoch, Lightning against a bare loop\n" + markdown(results["train"]))
+            rows = bench_training(data, train_repeats, args.epochs, device)
+            section("train", "Training: seconds per epoch, Lightning against a bare loop", rows)
         if "infer" in sections:
-            results["infer"] = bench_inference(repeats, device)
-            print("\n## Inference: images per second\n" + markdown(results["infer"]))
+            section("infer", "Inference: images per second", bench_inference(repeats, device))
         if "profile" in sections:
-            results["profile"] = profile_steps(data, steps=10 if args.smoke else 200)
-            print("\n## Profile\n" + results["profile"])
+            section("profile", "Profile", profile_steps(data, steps=10 if args.smoke else 200))
         if "tta" in sections and not args.smoke:
-            rows = []
-            for config in args.configs.split(","):
-                rows.append(bench_time_to_accuracy(REPO_ROOT / config, args.data_dir, []))
-            results["tta"] = rows
-            print("\n## Time to accuracy: `fit` as a user runs it, in a fresh process\n" + markdown(rows))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results["peak_rss_mib_this_process"] = peak
+            rows = [bench_time_to_accuracy(REPO_ROOT / c, args.data_dir, []) for c in args.configs.split(",")]
+            section("tta", "Time to accuracy: `fit` as a user runs it, in a fresh process", rows)
+    results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    print(f"\npeak RSS of the benchmark process: {peak:.0f} MiB")
-    out = args.out or Path("bench_results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
-    print(f"wrote {out}")
+    print(f"\npeak RSS of the benchmark process: {results['peak_rss_mib_this_process']:.0f} MiB; wrote {out}")
     return results
 
 

@@ -6,6 +6,7 @@ asks for it) and evaluates on the test set; ``validate``, ``test`` and ``predict
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from mnist_lit.callbacks.outputs import RunConfigSaver
 from mnist_lit.data.acquire import MNISTUnavailableError
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.files import IdxFileError
@@ -47,7 +49,8 @@ class MNISTLitCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            check_checkpoint(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+            options = self.config[subcommand]
+            check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
 
     def after_fit(self) -> None:
         """Evaluate on the test set right after training, as the notebooks do, unless switched off."""
@@ -55,14 +58,31 @@ class MNISTLitCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def check_checkpoint(ckpt_path: str | None, model_config: Any) -> None:
-    """Fail early, with a message, on a missing, unreadable or other-network checkpoint."""
-    if not ckpt_path or str(ckpt_path) in SPECIAL_CKPT_PATHS:
+def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) -> None:
+    """Fail early, with a message, on a missing, unreadable or other-network checkpoint.
+
+    ``validate``, ``test`` and ``predict`` need one: without it they would report on random weights.
+    """
+    if not ckpt_path:
+        if subcommand != "fit":
+            raise UserInputError(
+                f"`{subcommand}` needs --ckpt_path: without a checkpoint the network has random weights. Runs keep "
+                "theirs in lightning_logs/<name>/version_N/checkpoints/."
+            )
+        return
+    if "://" in str(ckpt_path):  # a remote checkpoint: Lightning reads it through fsspec
+        return
+    if str(ckpt_path) in SPECIAL_CKPT_PATHS:
+        if subcommand != "fit":
+            raise UserInputError(
+                f"--ckpt_path {ckpt_path} only means something after a `fit` in the same process; give a checkpoint "
+                "file (lightning_logs/<name>/version_N/checkpoints/*.ckpt)."
+            )
         return
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserInputError(
-            f"--ckpt_path {path}: no such file. Checkpoints are in lightning_logs/*/version_*/checkpoints/."
+            f"--ckpt_path {path}: no such file. Runs keep theirs in lightning_logs/<name>/version_N/checkpoints/."
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -72,12 +92,21 @@ def check_checkpoint(ckpt_path: str | None, model_config: Any) -> None:
         raise UserInputError(f"--ckpt_path {path}: not a Lightning checkpoint (it has no state_dict).")
     saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
     configured = getattr(model_config, "class_path", None) if model_config is not None else None
-    if saved and configured and saved != configured:
+    if saved and configured and _resolve(saved) != _resolve(configured):
         raise UserInputError(
             f"--ckpt_path {path} holds a {saved.rsplit('.', 1)[-1]}, but the config selects "
             f"{configured.rsplit('.', 1)[-1]}. Use the config the checkpoint was trained with (the run folder keeps "
             "it as config.yaml), or set model.class_path to match."
         )
+
+
+def _resolve(class_path: str) -> Any:
+    """The class a dotted path names, so that two spellings of one class compare equal; else the path itself."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
 
 
 def main(args: list[str] | None = None) -> None:
@@ -87,6 +116,7 @@ def main(args: list[str] | None = None) -> None:
             MNISTClassifier,
             MNISTDataModule,
             subclass_mode_model=True,
+            save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             args=args,

@@ -23,7 +23,7 @@ def image_grid(
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(1.5 * ncols, 1.5 * nrows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i < n:
@@ -34,15 +34,18 @@ def image_grid(
     return fig
 
 
-def training_curves(history: Mapping[str, Sequence[float]], best_epoch: int | None = None) -> Figure:
-    """Loss and accuracy per epoch, train beside val, as Keras' ``history`` plots; marks the best epoch."""
+def training_curves(history: Mapping[str, Mapping[int, float]], best_epoch: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, train beside val, as Keras' ``history`` plots; marks the best epoch.
+
+    ``history`` maps ``"train/loss"``, ``"val/acc"``, ... to {epoch (from 0): value}; epochs are drawn from 1.
+    """
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, metric, label in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         for stage, style in (("train", "o-"), ("val", "s--")):
-            values = history.get(f"{stage}/{metric}", [])
-            if values:
-                ax.plot(range(1, len(values) + 1), values, style, label=stage)
+            points = sorted(history.get(f"{stage}/{metric}", {}).items())
+            if points:
+                ax.plot([epoch + 1 for epoch, _ in points], [value for _, value in points], style, label=stage)
         if best_epoch is not None:
             ax.axvline(best_epoch + 1, color="gray", linestyle=":", label=f"best epoch ({best_epoch + 1})")
         ax.set_xlabel("epoch")

@@ -73,8 +73,12 @@ def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> Non
     assert "bach_size" in err and "Traceback" not in err
 
 
-def test_fast_dev_run_through_the_entry_point(tiny_mnist: TinyMNIST) -> None:
-    _run(["fit", "--config", str(CONFIGS / "keras_report.yaml"), "--trainer.fast_dev_run", "true"])
+@pytest.mark.parametrize("mode", [["--trainer.fast_dev_run", "true"], ["--trainer.logger", "false", *TINY_RUN]])
+def test_runs_without_a_run_folder_write_nothing_into_the_current_folder(tiny_mnist: TinyMNIST, mode) -> None:
+    Path("config.yaml").write_text("mine\n")  # a user's own file in the folder they run from
+    _run(["fit", "--config", str(CONFIGS / "keras_report.yaml"), *mode])
+    assert Path("config.yaml").read_text() == "mine\n"
+    assert not {"metrics.json", "figures", "lightning_logs"} & {p.name for p in Path().iterdir()}
 
 
 def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST) -> None:
@@ -88,12 +92,13 @@ def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST)
     assert report["geometric"]["trace_accuracy"] == pytest.approx(report["test_acc"])
     assert report["epochs_run"] == 2 and len(report["seconds_per_epoch"]) == 2
     assert report["config"]["model"]["class_path"] == "mnist_lit.models.CompactCNN"
-    checkpoint = Path(report["checkpoint"])
+    checkpoint = Path(report["best_checkpoint"])
     assert checkpoint.is_file()
 
+    first_report = (run / "metrics.json").read_bytes()
     _run(["test", "--config", config, "--ckpt_path", str(checkpoint), "--data.eval_batch_size", "16"])
     first, second = _runs("compact")
-    assert first == run  # the first run's folder is untouched, the test got its own
+    assert first == run and (run / "metrics.json").read_bytes() == first_report  # the test got its own folder
     again = json.loads((second / "metrics.json").read_text())
     assert again["confusion_matrix"] == report["confusion_matrix"]
     assert again["test_loss"] == pytest.approx(report["test_loss"], rel=1e-6)
@@ -107,6 +112,30 @@ def test_same_seed_same_numbers_and_reruns_keep_earlier_runs(tiny_mnist: TinyMNI
     assert len(reports) == 2
     assert reports[0]["test_loss"] == reports[1]["test_loss"]
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(subcommand: str, capsys) -> None:
+    assert _exit_code([subcommand, "--config", str(CONFIGS / "compact.yaml")]) == 1
+    assert f"`{subcommand}` needs --ckpt_path" in capsys.readouterr().err
+
+
+def test_bad_data_options_get_the_parsers_message(capsys) -> None:
+    for option in (["--data.batch_size", "0"], ["--data.val_fraction", "1.5"]):
+        assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), *option, "--print_config"]) == 2
+        err = capsys.readouterr().err
+        assert option[0].lstrip("-") in err and "Traceback" not in err
+
+
+def test_normalization_travels_with_the_checkpoint(tiny_mnist: TinyMNIST) -> None:
+    _run(["fit", "--config", str(CONFIGS / "compact.yaml"), *TINY_RUN, "--data.normalization", "standardize"])
+    (run,) = _runs("compact")
+    report = json.loads((run / "metrics.json").read_text())
+    # Evaluated with a config that says `unit`: the checkpoint's `standardize` must win, giving the same loss.
+    _run(["test", "--config", str(CONFIGS / "compact.yaml"), "--ckpt_path", report["best_checkpoint"],
+          "--data.normalization", "unit", "--data.eval_batch_size", "16"])  # fmt: skip
+    again = json.loads((_runs("compact")[1] / "metrics.json").read_text())
+    assert again["test_loss"] == pytest.approx(report["test_loss"], rel=1e-6)
 
 
 def test_a_missing_or_corrupt_checkpoint_is_reported(tiny_mnist: TinyMNIST, tmp_path, capsys) -> None:

@@ -42,7 +42,7 @@ def test_ddp_fit_and_test_count_every_image_once_with_1_2_and_3_processes(tmp_pa
     acquisitions = (data_dir / "acquisitions.log").read_text().splitlines()
     assert acquisitions == ["rank 0", "rank 0"]  # fit's and test's prepare_data, each on one process only
 
-    checkpoint = fit["checkpoint"]
+    checkpoint = fit["best_checkpoint"]
     for devices in ("1", "3"):
         _cli(tmp_path, data_dir, "test", "--config", config, "--ckpt_path", checkpoint,
              "--trainer.strategy", "ddp" if devices != "1" else "auto", "--trainer.devices", devices)  # fmt: skip

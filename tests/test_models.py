@@ -78,12 +78,14 @@ def test_optimizer_is_keras_adam() -> None:
     assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-7, 0.0)
 
 
-def test_loss_equals_softmax_then_categorical_crossentropy() -> None:
-    logits = torch.randn(5, 10, dtype=torch.float64)
-    labels = torch.tensor([0, 3, 9, 1, 1])
-    one_hot = nn.functional.one_hot(labels, 10).double()
-    keras = -(one_hot * logits.softmax(dim=1).log()).sum(dim=1).mean()
-    torch.testing.assert_close(nn.functional.cross_entropy(logits, labels), keras)
+def test_training_loss_is_softmax_then_categorical_crossentropy_on_one_hot_labels() -> None:
+    torch.manual_seed(0)
+    model = CompactCNN().eval()  # eval: no dropout, so that the logits below are the step's own
+    x, labels = torch.rand(6, 1, 28, 28), torch.tensor([0, 3, 9, 1, 1, 7])
+    loss = model.training_step((x, labels), 0)["loss"]
+    one_hot = nn.functional.one_hot(labels, 10).float()
+    keras = -(one_hot * model(x).softmax(dim=1).log()).sum(dim=1).mean()
+    torch.testing.assert_close(loss, keras)
 
 
 def test_channels_last_gives_the_same_outputs() -> None:

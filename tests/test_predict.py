@@ -188,6 +188,16 @@ def test_a_npy_stack_is_one_input_per_item(tmp_path: Path) -> None:
     assert name == str(tmp_path / "scaled.npy") and "0-255" in reason
 
 
+def test_a_colour_npy_is_refused_not_read_as_a_stack(tmp_path: Path) -> None:
+    rgb = np.repeat(draw_digit("seven", (28, 28), (6, 4, 22, 24))[:, :, None], 3, axis=2)
+    np.save(tmp_path / "rgb.npy", rgb)
+    np.save(tmp_path / "ok.npy", draw_digit("one", (28, 28), (6, 4, 22, 24)))
+    inputs = load_predict_inputs(tmp_path)
+    assert inputs.names == [str(tmp_path / "ok.npy")]
+    ((name, reason),) = inputs.skipped
+    assert name == str(tmp_path / "rgb.npy") and "colour image" in reason
+
+
 def test_a_folder_a_file_and_a_pattern_name_their_inputs(tmp_path: Path) -> None:
     for name in ("b.png", "a.jpg", ".hidden.png", "sub/c.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

@@ -60,3 +60,20 @@ def test_fit_ends_holding_the_best_epoch_and_test_reports_it(tiny_mnist: TinyMNI
 
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     assert result["test/loss"] == pytest.approx(snapshots.val_loss[best], rel=1e-6)
+
+
+def test_the_best_weights_survive_a_checkpoint_and_a_new_fit_starts_afresh() -> None:
+    restore = RestoreBestWeights()
+    model = CompactCNN()
+    restore.best_score, restore.best_epoch = 0.5, 3
+    restore._best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    resumed = RestoreBestWeights()
+    resumed.load_state_dict(restore.state_dict())  # as Lightning does when a fit resumes from a checkpoint
+    assert (resumed.best_score, resumed.best_epoch) == (0.5, 3)
+    assert torch.equal(resumed._best_weights["net.0.weight"], model.state_dict()["net.0.weight"])
+
+    class FreshTrainer:
+        ckpt_path = None
+
+    resumed.on_fit_start(FreshTrainer(), model)  # a new fit, not a resumed one, forgets the old best
+    assert resumed.best_epoch is None and resumed._best_weights is None and resumed.best_score == float("inf")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mnist_lit import plots
-from mnist_lit.callbacks.outputs import run_dir, tensorboard_writer
+from mnist_lit.callbacks.outputs import find_callback, run_dir_or_warn, tensorboard_writer
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
 from mnist_lit.models.base import MNISTClassifier
 
@@ -37,7 +36,7 @@ class ReportFigures(Callback):
         self.num_images = num_images
         self.seed = seed
         self.dpi = dpi
-        self.history: dict[str, list[float]] = defaultdict(list)
+        self.history: dict[str, dict[int, float]] = defaultdict(dict)  # metric -> {epoch: value}
         self._reset_test_samples()
 
     def _reset_test_samples(self) -> None:
@@ -46,17 +45,20 @@ class ReportFigures(Callback):
         self._random: list[tuple[np.ndarray, int, int, float]] = []
         self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
 
-    def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> Path:
-        out = run_dir(trainer) / "figures" / f"{name}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=self.dpi)
+    def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
+        """Save the figure in the run folder and log it to TensorBoard (each where there is one)."""
+        folder = run_dir_or_warn(trainer, "figures")
+        if folder is not None:
+            out = folder / "figures" / f"{name}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=self.dpi)
         writer = tensorboard_writer(trainer)
         if writer is not None:
             writer.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
-        return out
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A grid of training images with their labels, as both notebooks show first."""
         self.history.clear()
         dataset = getattr(trainer.datamodule, "data_train", None)
         if dataset is None:
@@ -68,27 +70,39 @@ class ReportFigures(Callback):
         )
         self._emit(trainer, "train_samples", fig)
 
+    def _record(self, trainer: pl.Trainer, stage: str) -> None:
+        for name in ("loss", "acc"):
+            value = trainer.callback_metrics.get(f"{stage}/{name}")
+            if value is not None:
+                self.history[f"{stage}/{name}"][trainer.current_epoch] = float(value)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-            if key in metrics:
-                self.history[key].append(float(metrics[key]))
+        """Keep the epoch's training loss and accuracy for the curves."""
+        self._record(trainer, "train")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the epoch's validation loss and accuracy, only for epochs that did validate."""
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._record(trainer, "val")
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Loss and accuracy curves per epoch, train beside val, the restored epoch marked."""
         if not self.history:
             return
-        restore = next((cb for cb in trainer.callbacks if isinstance(cb, RestoreBestWeights)), None)
+        restore = find_callback(trainer, RestoreBestWeights)
         best = restore.best_epoch if restore is not None else None
         self._emit(trainer, "training_curves", plots.training_curves(self.history, best_epoch=best))
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start a new draw of test samples."""
         self._reset_test_samples()
 
     def on_test_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
+        """Keep the first misclassified images, and a uniform random draw of all of them, on process 0."""
         if not trainer.is_global_zero or not isinstance(outputs, dict):
             return
         images, labels = batch
@@ -112,10 +126,12 @@ class ReportFigures(Callback):
     def _sample(images: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, i: int) -> tuple:
         return images[i].numpy(), int(labels[i]), int(preds[i]), float(conf[i])
 
-    @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if isinstance(pl_module, MNISTClassifier):
-            cm = pl_module.confusion_matrix("test").cpu().numpy()
+        """The confusion matrix (gathered on every process, a collective call), then the grids, on process 0."""
+        cm = pl_module.confusion_matrix("test").cpu().numpy() if isinstance(pl_module, MNISTClassifier) else None
+        if not trainer.is_global_zero:
+            return
+        if cm is not None:
             self._emit(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"))
         if self._random:
             images, titles, colors = self._grid(self._random, with_confidence=False)

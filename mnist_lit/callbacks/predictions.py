@@ -15,8 +15,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from mnist_lit import plots
-from mnist_lit.callbacks.outputs import run_dir, tensorboard_writer
-from mnist_lit.data.files import atomic_write_bytes
+from mnist_lit.atomic import atomic_write_bytes
+from mnist_lit.callbacks.outputs import run_dir_or_warn, tensorboard_writer
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -90,13 +90,16 @@ class PredictionWriter(BasePredictionWriter):
             labels=None if labels is None else [int(labels[i]) for i, _, _ in rows],
             top_k=self.top_k,
         )
-        folder = run_dir(trainer)
-        out = folder / self.filename
-        atomic_write_bytes(out, table.to_csv().encode())
         after_bar = "\n" if trainer.progress_bar_callback is not None else ""  # the bar's line is still open
         print(after_bar + table.render(self.max_rows))
         skipped = len(getattr(data, "predict_skipped", None) or [])
         note = f"; skipped {skipped} (reasons above)" if skipped else ""
+        folder = run_dir_or_warn(trainer, self.filename)
+        if folder is None:
+            rank_zero_info(f"Predicted {len(rows)} inputs{note}.")
+            return
+        out = folder / self.filename
+        atomic_write_bytes(out, table.to_csv().encode())
         rank_zero_info(f"Predicted {len(rows)} inputs{note}. Wrote {out}")
         shown = [(i, row) for i, row in enumerate(rows) if row[2] is not None][: self.max_figure_images]
         if self.save_figure and shown:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Literal
 
@@ -30,10 +29,17 @@ class RestoreBestWeights(Callback):
         self.best_epoch: int | None = None
         self._best_weights: dict[str, Tensor] | None = None
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Forget any earlier fit's best, unless this fit resumes from a checkpoint that restored ours."""
+        if trainer.ckpt_path is None:
+            self.best_score = math.inf if self.mode == "min" else -math.inf
+            self.best_epoch, self._best_weights = None, None
+
     def _improved(self, score: float) -> bool:
         return score < self.best_score if self.mode == "min" else score > self.best_score
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After each validation in fit: copy the weights (to CPU memory) when the monitored value improved."""
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -46,6 +52,7 @@ class RestoreBestWeights(Callback):
             self._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Put the best epoch's weights back into the model."""
         if self._best_weights is None:
             return
         pl_module.load_state_dict(self._best_weights)
@@ -55,9 +62,15 @@ class RestoreBestWeights(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        """Saved in checkpoints with the best weights themselves, so a resumed fit can still restore them."""
+        return {
+            "monitor": self.monitor,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_weights": self._best_weights,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = copy.deepcopy(state_dict)
-        self.best_score = state.get("best_score", self.best_score)
-        self.best_epoch = state.get("best_epoch", self.best_epoch)
+        self.best_score = state_dict.get("best_score", self.best_score)
+        self.best_epoch = state_dict.get("best_epoch", self.best_epoch)
+        self._best_weights = state_dict.get("best_weights", self._best_weights)

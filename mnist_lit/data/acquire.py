@@ -26,11 +26,11 @@ from typing import Protocol
 import numpy as np
 from torchvision.datasets import MNIST
 
+from mnist_lit.atomic import atomic_write_bytes, free_name
 from mnist_lit.data import files
 from mnist_lit.data.files import (
     IdxFileError,
     IdxFileSpec,
-    atomic_write_bytes,
     encode_idx,
     maybe_gunzip,
     verify_idx_bytes,
@@ -241,8 +241,9 @@ def _fetch_first_valid(spec: IdxFileSpec, raw_dir: Path, sources: Sequence[Sourc
             continue
         target = raw_dir / spec.filename
         if target.exists():
-            target.replace(target.with_name(f"{spec.filename}.rejected"))
-            log.warning("Moved the failing %s aside to %s.rejected", target, spec.filename)
+            aside = free_name(target.with_name(f"{spec.filename}.rejected"))
+            target.replace(aside)
+            log.warning("Moved the failing %s aside to %s", target, aside)
         atomic_write_bytes(target, data)
         log.info("MNIST %s: verified copy from %s", spec.filename, origin)
         return True

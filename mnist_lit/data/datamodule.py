@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import MNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.data import files
 from mnist_lit.data.acquire import ensure_mnist_files
@@ -81,20 +82,21 @@ class MNISTDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str | Path = "data",
-        batch_size: int = 64,
-        eval_batch_size: int = 1000,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt = 1000,
         val_split: ValSplit = "keras",
-        val_fraction: float = 0.2,
+        val_fraction: OpenUnitInterval = 0.2,
         normalization: Normalization = "unit",
         seed: int = 0,
         download: bool = True,
-        download_timeout: float = 30.0,
+        download_timeout: PositiveFloat = 30.0,
         predict_path: str | None = None,
         predict_invert: InvertMode = "auto",
     ) -> None:
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"data.batch_size and data.eval_batch_size must be positive, got {batch_size}")
+        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ValueError(f"data.{option} must be a positive number of images, got {value}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.save_hyperparameters()
@@ -111,7 +113,7 @@ class MNISTDataModule(LightningDataModule):
 
     @property
     def raw_dir(self) -> Path:
-        """Where the four IDX files live, as torchvision's ``MNIST`` expects them."""
+        """Where the four IDX files live, as torchvision's ``MNIST`` dataset expects them."""
         return self.data_dir / "MNIST" / "raw"
 
     def prepare_data(self) -> None:
@@ -141,18 +143,21 @@ class MNISTDataModule(LightningDataModule):
                 f"MNIST files missing from {self.raw_dir}: {', '.join(missing)}. Run prepare_data() first "
                 "(the Trainer does), or place the files there by hand."
             )
-        train = MNIST(str(self.data_dir), train=True, download=False)
-        test = MNIST(str(self.data_dir), train=False, download=False)
-        self.data_test = TensorImageDataset(test.data, test.targets)
-        train_idx, val_idx = self.split_indices(len(train.data))
-        self.data_train = TensorImageDataset(train.data[train_idx], train.targets[train_idx])
-        self.data_val = (
-            self.data_test if val_idx is None else TensorImageDataset(train.data[val_idx], train.targets[val_idx])
-        )
+        # torchvision's IDX readers, on the files just verified (its MNIST class could prefer a stale
+        # processed/*.pt left by an older torchvision).
+        raw = self.raw_dir
+        train_x = read_image_file(str(raw / "train-images-idx3-ubyte"))
+        train_y = read_label_file(str(raw / "train-labels-idx1-ubyte"))
+        test_x = read_image_file(str(raw / "t10k-images-idx3-ubyte"))
+        test_y = read_label_file(str(raw / "t10k-labels-idx1-ubyte"))
+        self.data_test = TensorImageDataset(test_x, test_y)
+        train_idx, val_idx = self.split_indices(len(train_x))
+        self.data_train = TensorImageDataset(train_x[train_idx], train_y[train_idx])
+        self.data_val = self.data_test if val_idx is None else TensorImageDataset(train_x[val_idx], train_y[val_idx])
         if self.hparams.predict_path is None:
-            self.data_predict = TensorImageDataset(test.data, torch.arange(len(test.data)))
-            self.predict_names = [f"mnist_test[{i}]" for i in range(len(test.data))]
-            self.predict_labels = test.targets
+            self.data_predict = TensorImageDataset(test_x, torch.arange(len(test_x)))
+            self.predict_names = [f"mnist_test[{i}]" for i in range(len(test_x))]
+            self.predict_labels = test_y
 
     def _setup_predict_files(self) -> None:
         """Read and preprocess the user's inputs once, reporting each one that has to be skipped, and why."""
@@ -190,9 +195,11 @@ class MNISTDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """Every validation image once, in order."""
         return self._eval_loader(self._ready(self.data_val))
 
     def test_dataloader(self) -> DataLoader:
+        """Every test image once, in order."""
         return self._eval_loader(self._ready(self.data_test))
 
     def predict_dataloader(self) -> DataLoader:

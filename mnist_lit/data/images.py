@@ -146,6 +146,13 @@ def read_npy(path: Path) -> list[tuple[str, np.ndarray]]:
     if not isinstance(values, np.ndarray) or values.ndim not in (2, 3):
         shape = getattr(values, "shape", None)
         raise InputReadError(f"holds an array of shape {shape}; expected one image (H x W) or a stack (N x H x W)")
+    if values.ndim == 3 and values.shape[-1] in (3, 4) and min(values.shape[:2]) > 4:
+        raise InputReadError(
+            f"holds an array of shape {values.shape}, which looks like one colour image (H x W x RGB), not a stack "
+            "of 3-pixel-wide images; save it as grey levels (H x W), or as a PNG"
+        )
+    if min(values.shape[-2:]) < 8:
+        raise InputReadError(f"holds images of {values.shape[-2]} x {values.shape[-1]} pixels, too small for a digit")
     intensities = to_intensities(values)  # one scale for a whole stack, whatever each item's own range
     if values.ndim == 2:
         return [(str(path), intensities)]

@@ -90,15 +90,18 @@ class MNISTClassifier(LightningModule):
         self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
         if stage == "train":
             self.log("train/batch_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=False)
-        return {"loss": loss, "logits": logits.detach(), "preds": preds}
+        return {"loss": loss, "logits": logits.detach()}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Loss for the optimizer; train loss and accuracy accumulated over the epoch."""
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Val loss, accuracy and confusion matrix, accumulated over the epoch."""
         return self._shared_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Test loss, accuracy and confusion matrix; the logits go on to callbacks (figures of predictions)."""
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -111,10 +114,14 @@ class MNISTClassifier(LightningModule):
         self.confusion["val_cm"].reset()
 
     def on_test_epoch_start(self) -> None:
+        """A test starts from an empty matrix, also when it follows a fit in the same process."""
         self.confusion["test_cm"].reset()
 
     def confusion_matrix(self, stage: str) -> Tensor:
-        """The stage's confusion matrix (rows: true class, columns: predicted), summed over all processes."""
+        """The stage's confusion matrix (rows: true class, columns: predicted), summed over all processes.
+
+        Under DDP this is a collective call: every process must make it, not only process 0.
+        """
         return self.confusion[f"{stage}_cm"].compute()
 
     def configure_optimizers(self) -> Any:
