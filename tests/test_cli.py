@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from mnist_lit.cli import main
+from mnist_lit.models import CompactCNN
 from tests.conftest import CONFIGS, TinyMNIST
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
@@ -93,7 +94,7 @@ def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST)
     assert report["epochs_run"] == 2 and len(report["seconds_per_epoch"]) == 2
     assert report["config"]["model"]["class_path"] == "mnist_lit.models.CompactCNN"
     checkpoint = Path(report["best_checkpoint"])
-    assert checkpoint.is_file()
+    assert isinstance(CompactCNN.load_from_checkpoint(checkpoint, map_location="cpu"), CompactCNN)
 
     first_report = (run / "metrics.json").read_bytes()
     _run(["test", "--config", config, "--ckpt_path", str(checkpoint), "--data.eval_batch_size", "16"])
