@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
 from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, MNISTDataModule
+from mnist_lit.models import CompactCNN
 from tests.conftest import TinyMNIST
 
 
@@ -108,3 +110,13 @@ def test_setup_without_the_files_says_what_to_do(tmp_path) -> None:
 def test_bad_options_are_named(kwargs: dict, option: str) -> None:
     with pytest.raises(ValueError, match=f"data.{option}"):
         MNISTDataModule(**kwargs)
+
+
+def test_keep_on_device_serves_batches_from_the_training_device(tiny_mnist: TinyMNIST) -> None:
+    dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, download=False, keep_on_device=True, batch_size=32)
+    trainer = pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(CompactCNN(), datamodule=dm)
+    device = trainer.strategy.root_device
+    assert dm.data_train.images.device == device and dm.data_test.labels.device == device
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.device == device and images.dtype == torch.uint8 and len(labels) == 32
