@@ -6,6 +6,7 @@ import csv
 import gzip
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -373,3 +374,11 @@ def test_real_mnist_as_png_files_is_predicted_as_the_test_set_is(real_raw_dir: P
     preprocessed = np.stack([mnist_preprocess(x) for x in images[:2000]])
     unchanged = (preprocessed == images[:2000]).all(axis=(1, 2)).mean()
     assert unchanged >= 0.7 and np.abs(preprocessed.astype(int) - images[:2000]).mean() < 0.5
+
+
+def test_predict_under_ddp_needs_an_input_per_process(tmp_path: Path) -> None:
+    Image.fromarray(draw_digit("one", (40, 40), (12, 6, 28, 34))).save(tmp_path / "one.png")
+    dm = MNISTDataModule(data_dir=tmp_path / "no_mnist", predict_path=str(tmp_path / "one.png"))
+    dm.trainer = SimpleNamespace(world_size=3, is_global_zero=True)  # three processes, one input
+    with pytest.raises(PredictInputError, match="1 inputs for 3 processes"):
+        dm.setup("predict")

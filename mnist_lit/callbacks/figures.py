@@ -65,9 +65,8 @@ class ReportFigures(Callback):
             return
         generator = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(dataset), generator=generator)[: self.num_images]
-        fig = plots.image_grid(
-            dataset.images[idx].numpy(), [f"label {int(y)}" for y in dataset.labels[idx]], "Training images"
-        )
+        images, labels = dataset.images[idx].cpu().numpy(), dataset.labels[idx].tolist()  # may live on a GPU
+        fig = plots.image_grid(images, [f"label {y}" for y in labels], "Training images")
         self._emit(trainer, "train_samples", fig)
 
     def _record(self, trainer: pl.Trainer, stage: str) -> None:

@@ -43,7 +43,7 @@ class GeometricErrorCallback(Callback):
             return
         for kind, values in per_class.items():
             for digit, value in enumerate(values):
-                writer.add_scalar(f"{stage}_per_class/{kind}_{digit}", value, global_step=trainer.current_epoch)
+                writer.add_scalar(f"{stage}_per_class/{kind}_{digit}", value, global_step=trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log("val", pl_module)

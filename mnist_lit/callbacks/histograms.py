@@ -24,4 +24,4 @@ class WeightHistograms(Callback):
             rank_zero_warn("WeightHistograms needs a TensorBoardLogger (is tensorboard installed?); skipping.")
             return
         for name, param in pl_module.named_parameters():
-            writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), global_step=trainer.current_epoch)
+            writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), global_step=trainer.global_step)

@@ -57,8 +57,8 @@ class RestoreBestWeights(Callback):
             return
         pl_module.load_state_dict(self._best_weights)
         rank_zero_info(
-            f"Restored the weights of epoch {self.best_epoch} (best {self.monitor} = {self.best_score:.4f}; "
-            f"fit ran {trainer.current_epoch} epochs)."
+            f"Restored the weights of epoch {self.best_epoch + 1} of {trainer.current_epoch}, counted from 1 "
+            f"(best {self.monitor} = {self.best_score:.4f})."
         )
 
     def state_dict(self) -> dict[str, Any]:

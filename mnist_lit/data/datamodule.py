@@ -16,7 +16,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.data import files
 from mnist_lit.data.acquire import ensure_mnist_files
-from mnist_lit.data.images import InvertMode, load_predict_inputs
+from mnist_lit.data.images import InvertMode, PredictInputError, load_predict_inputs
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,12 @@ class MNISTDataModule(LightningDataModule):
         if self.trainer is None or self.trainer.is_global_zero:  # every process reads them; one reports
             for name, reason in inputs.skipped:
                 log.warning("Skipped %s: %s.", name, reason)
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if processes > len(inputs.images):  # a process with no input would skip predict and stall the others
+            raise PredictInputError(
+                f"data.predict_path {self.hparams.predict_path}: {len(inputs.images)} inputs for {processes} "
+                "processes; predict with fewer processes (--trainer.devices 1)."
+            )
         images = torch.from_numpy(inputs.images)
         self.data_predict = TensorImageDataset(images, torch.arange(len(images)))
         self.predict_names = inputs.names

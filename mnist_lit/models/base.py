@@ -100,7 +100,8 @@ class MNISTClassifier(LightningModule):
             self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=True)
             self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
         trainer = self._trainer
-        if stage == "train" and trainer is not None and trainer.global_step % trainer.log_every_n_steps == 0:
+        # Lightning writes step values when (steps taken + 1) is a multiple of log_every_n_steps: log just then.
+        if stage == "train" and trainer is not None and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
             self.log("train/batch_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return {"loss": loss, "logits": logits.detach()}
 
