@@ -34,11 +34,12 @@ class MNISTLitCLI(LightningCLI):
     """LightningCLI with ``--test_after_fit`` and checkpoint checks that fail with a message, not a traceback."""
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        # argparse would otherwise take a misspelt prefix such as --trainer.max_epoch for --trainer.max_epochs
+        """The parser, without abbreviations: argparse would take --trainer.max_epoch for --trainer.max_epochs."""
         kwargs.setdefault("allow_abbrev", False)
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--test_after_fit``, so that ``fit`` can end with the notebooks' test evaluation, or not."""
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -47,6 +48,7 @@ class MNISTLitCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check ``--ckpt_path`` before Lightning reads it (and would fail with a traceback)."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
