@@ -132,21 +132,26 @@ def bench_data(data: MNISTTensors, repeats: int, batch_size: int = 64) -> list[d
     return rows
 
 
+def bare_step(
+    model: MNISTClassifier, optimizer: torch.optim.Optimizer, dm: MNISTDataModule, images: Tensor, labels: Tensor
+) -> None:
+    """One plain PyTorch training step: normalize, forward, cross-entropy, backward, Adam."""
+    loss = F.cross_entropy(model(dm.normalize(images)), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def bare_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int, device: torch.device) -> list[float]:
-    """A plain PyTorch loop over the same network, batches and Adam settings; seconds per epoch."""
+    """A plain PyTorch loop over the same network, batches and optimizer (the module's own); seconds per epoch."""
     model.to(device).train()
-    hp = model.hparams
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+    optimizer = model.configure_optimizers()
     loader = dm.train_dataloader()
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
         for images, labels in loader:
-            images, labels = dm.normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            bare_step(model, optimizer, dm, images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -216,13 +221,13 @@ def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_time_to_accuracy(config: Path, data_dir: Path, extra: list[str]) -> dict[str, Any]:
+def bench_time_to_accuracy(config: Path, data_dir: Path) -> dict[str, Any]:
     """Run ``fit`` on ``config`` as a user would, in a fresh process; wall time, test accuracy, peak RSS."""
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
         cmd = [
             sys.executable, "-m", "mnist_lit", "fit", "--config", str(config),
             "--data.data_dir", str(data_dir.resolve()), "--trainer.logger.init_args.save_dir", tmp,
-            "--trainer.enable_progress_bar", "false", *extra,
+            "--trainer.enable_progress_bar", "false",
         ]  # fmt: skip
         log = Path(tmp) / "fit.log"
         start = time.perf_counter()
@@ -261,13 +266,10 @@ def profile_steps(data: MNISTTensors, steps: int) -> str:
         trainer.fit(model, datamodule=dm)
         reports.append(f"### {name}: Lightning hooks over {steps} steps\n```\n{profiler.summary()}\n```")
         images, labels = next(iter(dm.train_dataloader()))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+        optimizer = model.configure_optimizers()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(20):
-                loss = F.cross_entropy(model(dm.normalize(images)), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                bare_step(model, optimizer, dm, images, labels)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         reports.append(f"### {name}: operators over 20 bare steps\n```\n{table}\n```")
     return "\n\n".join(reports)
@@ -281,13 +283,12 @@ def machine() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {
+    return {
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__, "torchvision": torchvision.__version__, "lightning": pl.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }  # fmt: skip
-    return info
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "profile" in sections:
             section("profile", "Profile", profile_steps(data, steps=10 if args.smoke else 200))
         if "tta" in sections and not args.smoke:
-            rows = [bench_time_to_accuracy(REPO_ROOT / c, args.data_dir, []) for c in args.configs.split(",")]
+            rows = [bench_time_to_accuracy(REPO_ROOT / c, args.data_dir) for c in args.configs.split(",")]
             section("tta", "Time to accuracy: `fit` as a user runs it, in a fresh process", rows)
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():

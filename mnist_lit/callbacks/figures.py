@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mnist_lit import plots
-from mnist_lit.callbacks.outputs import find_callback, run_dir_or_warn, tensorboard_writer
+from mnist_lit.callbacks.outputs import emit_figure, find_callback
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
 from mnist_lit.models.base import MNISTClassifier
 
@@ -46,15 +46,7 @@ class ReportFigures(Callback):
         self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
 
     def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
-        """Save the figure in the run folder and log it to TensorBoard (each where there is one)."""
-        folder = run_dir_or_warn(trainer, "figures")
-        if folder is not None:
-            out = folder / "figures" / f"{name}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=self.dpi)
-        writer = tensorboard_writer(trainer)
-        if writer is not None:
-            writer.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+        emit_figure(trainer, name, fig, self.dpi)
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

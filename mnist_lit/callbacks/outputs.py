@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
@@ -43,6 +44,20 @@ def tensorboard_writer(trainer: pl.Trainer) -> SummaryWriter | None:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
+
+
+def emit_figure(trainer: pl.Trainer, name: str, fig: Figure, dpi: int) -> Path | None:
+    """Save ``fig`` as ``<run folder>/figures/<name>.png`` and log it to TensorBoard, each where there is one."""
+    folder = run_dir_or_warn(trainer, "figures")
+    out = None
+    if folder is not None:
+        out = folder / "figures" / f"{name}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    writer = tensorboard_writer(trainer)
+    if writer is not None:
+        writer.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+    return out
 
 
 def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT | None:

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mnist_lit import plots
 from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.callbacks.outputs import run_dir_or_warn, tensorboard_writer
+from mnist_lit.callbacks.outputs import emit_figure, run_dir_or_warn
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -103,10 +103,10 @@ class PredictionWriter(BasePredictionWriter):
         rank_zero_info(f"Predicted {len(rows)} inputs{note}. Wrote {out}")
         shown = [(i, row) for i, row in enumerate(rows) if row[2] is not None][: self.max_figure_images]
         if self.save_figure and shown:
-            self._save_figure(trainer, folder, table, shown, len(rows))
+            self._save_figure(trainer, table, shown, len(rows))
 
     def _save_figure(
-        self, trainer: pl.Trainer, folder: Path, table: PredictionTable, shown: list[tuple[int, tuple]], total: int
+        self, trainer: pl.Trainer, table: PredictionTable, shown: list[tuple[int, tuple]], total: int
     ) -> None:
         titles = [
             f"{_short(Path(table.names[i]).name)}\n{table.digits[i]} ({table.confidence[i]:.0%})" for i, _ in shown
@@ -114,12 +114,7 @@ class PredictionWriter(BasePredictionWriter):
         images = np.stack([row[2] for _, row in shown])
         first = f"the first {len(shown)} of {total} " if len(shown) < total else ""
         fig = plots.image_grid(images, titles, f"Predictions for {first}inputs, as the network saw them (28x28)")
-        out = folder / "figures" / "predictions.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=self.dpi)
-        writer = tensorboard_writer(trainer)
-        if writer is not None:
-            writer.add_figure("figures/predictions", fig, global_step=trainer.global_step)
+        out = emit_figure(trainer, "predictions", fig, self.dpi)
         rank_zero_info(f"Wrote {out}")
 
 
