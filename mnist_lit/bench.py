@@ -12,6 +12,7 @@ median is reported. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -37,7 +38,8 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.callbacks import EpochTimer
+from mnist_lit.callbacks import TrainingPassTimer
+from mnist_lit.cli import MNISTLitCLI
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
@@ -159,41 +161,65 @@ def bare_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int,
 
 
 def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int) -> list[float]:
-    """mnist_lit's own training step (metrics, logging) under the Trainer; seconds per epoch."""
-    timer = EpochTimer()
+    """mnist_lit's training step (metrics, logging) under a plain Trainer: no callbacks, logger or progress bar."""
+    timer = TrainingPassTimer()
     trainer = pl.Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
-    return timer.epoch_seconds
+    return timer.seconds
+
+
+def configured_epoch_seconds(config: Path, dm: MNISTDataModule, epochs: int, log_dir: Path) -> list[float]:
+    """A notebook config's own Trainer and network, built by the CLI: its callbacks, TensorBoard logger, checkpoints
+    and progress bar (drawn into /dev/null), with validation; the training passes timed."""
+    args = [
+        "--config", str(config), "--trainer.max_epochs", str(epochs), "--trainer.enable_model_summary", "false",
+        "--trainer.logger.init_args.save_dir", str(log_dir),
+        "--trainer.callbacks+=mnist_lit.callbacks.TrainingPassTimer",
+    ]  # fmt: skip
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        cli = MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+        cli.trainer.fit(cli.model, datamodule=dm)
+    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, TrainingPassTimer)]
+    return timer.seconds
 
 
 def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
-    """Seconds per epoch (after the first, which includes kernel warm-up), Lightning against the bare loop.
+    """Seconds per epoch of training steps (after the first epoch, which includes kernel warm-up): the bare loop,
+    ``fit`` under a plain Trainer, and ``fit`` as the notebook config sets it up.
 
-    The ratio is taken within each interleaved pair, then the median over pairs, so slow drifts of the machine's
+    Ratios are taken within each interleaved triple, then the median over triples, so slow drifts of the machine's
     load cancel out.
     """
     rows = []
     for name, (cls, batch_size) in NETWORKS.items():
         dm = PreparedDataModule(data, batch_size)
-        runs: dict[str, list[float]] = {"lightning": [], "bare": []}
-        ratios = []
-        for _ in range(repeats):  # interleaved, so that drifting machine load hits both sides alike
+        runs: dict[str, list[float]] = {"bare": [], "fit": [], "configured": []}
+        for _ in range(repeats):  # interleaved, so that drifting machine load hits all sides alike
             pl.seed_everything(0, verbose=False)
-            lit = statistics.median(lightning_epoch_seconds(cls(), dm, epochs)[1:])
+            runs["bare"].append(statistics.median(bare_epoch_seconds(cls(), dm, epochs, device)[1:]))
             pl.seed_everything(0, verbose=False)
-            bare = statistics.median(bare_epoch_seconds(cls(), dm, epochs, device)[1:])
-            runs["lightning"].append(lit)
-            runs["bare"].append(bare)
-            ratios.append(lit / bare)
+            runs["fit"].append(statistics.median(lightning_epoch_seconds(cls(), dm, epochs)[1:]))
+            with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_logs_") as logs:
+                seconds = configured_epoch_seconds(REPO_ROOT / "configs" / f"{name}.yaml", dm, epochs, Path(logs))
+            runs["configured"].append(statistics.median(seconds[1:]))
+        fit_ratios = [f / b for f, b in zip(runs["fit"], runs["bare"], strict=True)]
+        configured_ratios = [c / b for c, b in zip(runs["configured"], runs["bare"], strict=True)]
         rows.append(
             {"network": name, "batch": batch_size, "images": len(data.train_labels),
-             "lightning_s": statistics.median(runs["lightning"]), "bare_s": statistics.median(runs["bare"]),
-             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "pairs": repeats}
+             "bare_s": statistics.median(runs["bare"]), "fit_s": statistics.median(runs["fit"]),
+             "configured_s": statistics.median(runs["configured"]),
+             "fit_ratio": statistics.median(fit_ratios), "fit_ratio_range": _span(fit_ratios),
+             "configured_ratio": statistics.median(configured_ratios),
+             "configured_ratio_range": _span(configured_ratios), "triples": repeats}
         )  # fmt: skip
     return rows
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
@@ -227,7 +253,6 @@ def bench_time_to_accuracy(config: Path, data_dir: Path) -> dict[str, Any]:
         cmd = [
             sys.executable, "-m", "mnist_lit", "fit", "--config", str(config),
             "--data.data_dir", str(data_dir.resolve()), "--trainer.logger.init_args.save_dir", tmp,
-            "--trainer.enable_progress_bar", "false",
         ]  # fmt: skip
         log = Path(tmp) / "fit.log"
         start = time.perf_counter()
@@ -311,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where MNIST is (or is acquired to)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (median reported)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run (the first is not timed)")
-    parser.add_argument("--train-repeats", type=int, default=2, help="interleaved Lightning/bare run pairs")
+    parser.add_argument("--train-repeats", type=int, default=3, help="interleaved bare/fit/configured triples")
     parser.add_argument("--configs", default="configs/fast.yaml", help="comma-separated configs for `tta`")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/<time>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
@@ -342,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             section("data", "Data: one pass over the training images, batch 64", bench_data(data, repeats))
         if "train" in sections:
             rows = bench_training(data, train_repeats, args.epochs, device)
-            section("train", "Training: seconds per epoch, Lightning against a bare loop", rows)
+            section("train", "Training: seconds per epoch of training steps, against a bare loop", rows)
         if "infer" in sections:
             section("infer", "Inference: images per second", bench_inference(repeats, device))
         if "profile" in sections:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mnist_lit.callbacks.outputs import RunConfigSaver
@@ -24,6 +26,10 @@ from mnist_lit.models.base import MNISTClassifier
 
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+
+#: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it (twice) every step, which
+#: costs about 0.2 ms a step: 3% of a compact-network step on 2 CPU cores, for redraws no one can read.
+PROGRESS_BAR_REFRESH_RATE = 10
 
 
 class UserInputError(RuntimeError):
@@ -54,6 +60,20 @@ class MNISTLitCLI(LightningCLI):
         if subcommand:
             options = self.config[subcommand]
             check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with a progress bar that redraws every ``PROGRESS_BAR_REFRESH_RATE`` steps.
+
+        Only when the config neither switches the bar off nor brings a progress bar callback of its own (which wins,
+        so a config can still ask for ``TQDMProgressBar`` with ``refresh_rate: 1``).
+        """
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        wants_bar = trainer_config.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE)])
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         """Evaluate on the test set right after training, as the notebooks do, unless switched off."""

@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from mnist_lit.cli import main
+from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, main
+from mnist_lit.data import MNISTDataModule
 from mnist_lit.models import CompactCNN
+from mnist_lit.models.base import MNISTClassifier
 from tests.conftest import CONFIGS, TinyMNIST
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
@@ -72,6 +74,21 @@ def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> Non
     assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bach_size" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "refresh_rate"),
+    [
+        ([], PROGRESS_BAR_REFRESH_RATE),
+        (["--trainer.enable_progress_bar", "false"], None),
+        (["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1"], 1),
+    ],
+)
+def test_the_progress_bar_redraws_every_few_steps_unless_configured(options: list[str], refresh_rate) -> None:
+    args = ["--config", str(CONFIGS / "compact.yaml"), *options]
+    cli = MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+    bar = cli.trainer.progress_bar_callback
+    assert (bar.refresh_rate if bar is not None else None) == refresh_rate
 
 
 @pytest.mark.parametrize("mode", [["--trainer.fast_dev_run", "true"], ["--trainer.logger", "false", *TINY_RUN]])

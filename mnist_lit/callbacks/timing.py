@@ -1,8 +1,9 @@
-"""Seconds per training epoch, logged and kept for metrics.json and the README's tables."""
+"""Seconds per training epoch (logged, and kept for metrics.json and the README's tables), and per training pass."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -25,3 +26,24 @@ class EpochTimer(Callback):
         seconds = time.perf_counter() - self._start
         self.epoch_seconds.append(seconds)
         pl_module.log("time/epoch_seconds", seconds, on_step=False, on_epoch=True, sync_dist=False)
+
+
+class TrainingPassTimer(Callback):
+    """Seconds from each training epoch's start to the end of its last training batch.
+
+    Leaves out what follows the batches (validation, epoch-end metrics, histograms), so that both Lightning sides
+    time exactly what the bare loop does: one pass of training steps.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.seconds.append(time.perf_counter() - self._start)
