@@ -1,13 +1,12 @@
 """Benchmarks: the data path, Lightning's overhead, inference, memory and time to accuracy.
 
-    python -m mnist_lit.bench                      # everything, on the real MNIST (acquired into data/ as fit does)
-    python -m mnist_lit.bench --only data,infer    # some sections
-    python -m mnist_lit.bench --smoke              # tiny synthetic data, seconds: keeps this script working (CI)
+    python -m mnist_lit.bench                      # data, train, overhead, infer, tta on the real MNIST
+    python -m mnist_lit.bench --only compile       # some sections; compile and profile run only when asked
+    python -m mnist_lit.bench --smoke --only ...   # tiny synthetic data and sizes: keeps this script working (CI)
 
 Prints markdown tables and writes them, with the machine they came from, as JSON (``--out``). Timings on a
-shared machine swing by tens of percent, so each comparison is repeated with its two sides interleaved and the
-median is reported. Nothing here asserts a time.
-"""
+shared machine swing by tens of percent, so the sides of each comparison are interleaved and repeated, and medians
+are reported. Nothing here asserts a time."""
 
 from __future__ import annotations
 
@@ -32,19 +31,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import Tensor
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.callbacks import TrainingPassTimer
-from mnist_lit.cli import MNISTLitCLI
+from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("data", "train", "overhead", "infer", "tta", "compile", "profile")
+DEFAULT_SECTIONS = ("data", "train", "overhead", "infer", "tta")  # compile and profile take long or print much
 NETWORKS: dict[str, tuple[type[MNISTClassifier], int]] = {  # name: (class, the notebook's batch size)
     "compact": (CompactCNN, 128),
     "keras_report": (KerasReportCNN, 64),
@@ -171,19 +173,39 @@ def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs:
     return timer.seconds
 
 
+def configured(config: Path, log_dir: Path, *overrides: str) -> MNISTLitCLI:
+    """A config's Trainer, network and data options as the CLI builds them (its callbacks, TensorBoard logger under
+    ``log_dir``, checkpoints, progress bar), with a TrainingPassTimer added; nothing run yet."""
+    args = [
+        "--config", str(config), "--trainer.enable_model_summary", "false",
+        "--trainer.logger.init_args.save_dir", str(log_dir),
+        "--trainer.callbacks+=mnist_lit.callbacks.TrainingPassTimer", *overrides,
+    ]  # fmt: skip
+    return MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+
+
+def quietly() -> contextlib.ExitStack:
+    """Send stdout and stderr (progress bars, Lightning's messages) to /dev/null."""
+    stack = contextlib.ExitStack()
+    devnull = stack.enter_context(open(os.devnull, "w"))
+    stack.enter_context(contextlib.redirect_stdout(devnull))
+    stack.enter_context(contextlib.redirect_stderr(devnull))
+    return stack
+
+
+def training_pass_seconds(trainer: pl.Trainer) -> list[float]:
+    """The seconds recorded by the trainer's TrainingPassTimer."""
+    (timer,) = [c for c in trainer.callbacks if isinstance(c, TrainingPassTimer)]
+    return timer.seconds
+
+
 def configured_epoch_seconds(config: Path, dm: MNISTDataModule, epochs: int, log_dir: Path) -> list[float]:
     """A notebook config's own Trainer and network, built by the CLI: its callbacks, TensorBoard logger, checkpoints
     and progress bar (drawn into /dev/null), with validation; the training passes timed."""
-    args = [
-        "--config", str(config), "--trainer.max_epochs", str(epochs), "--trainer.enable_model_summary", "false",
-        "--trainer.logger.init_args.save_dir", str(log_dir),
-        "--trainer.callbacks+=mnist_lit.callbacks.TrainingPassTimer",
-    ]  # fmt: skip
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
-        cli = MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+    with quietly():
+        cli = configured(config, log_dir, "--trainer.max_epochs", str(epochs))
         cli.trainer.fit(cli.model, datamodule=dm)
-    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, TrainingPassTimer)]
-    return timer.seconds
+    return training_pass_seconds(cli.trainer)
 
 
 def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
@@ -220,6 +242,83 @@ def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.
 
 def _span(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def bench_overhead(data: MNISTTensors, repeats: int, device: torch.device) -> list[dict[str, Any]]:
+    """Lightning's cost per training step, apart from the arithmetic.
+
+    A one-layer network (784 to 10, batch 128) trains for one timed epoch in a bare loop, under a plain Trainer, and
+    under a plain Trainer with one addition at a time; its steps are so cheap that the differences are the
+    Trainer's, the callbacks' and our training step's own Python. Medians over ``repeats`` interleaved rounds.
+    """
+    dm = PreparedDataModule(data, batch_size=128)
+    steps = -(-len(data.train_labels) // 128)
+
+    def probe() -> MNISTClassifier:
+        return MNISTClassifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+
+    def fit_seconds(callbacks: Callable[[Path], list[Callback]]) -> float:
+        with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
+            extra = callbacks(Path(tmp))
+            trainer = pl.Trainer(
+                max_epochs=2, logger=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in extra),
+                enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in extra),
+                callbacks=[*extra, TrainingPassTimer()],
+            )  # fmt: skip
+            with quietly():
+                trainer.fit(probe(), datamodule=dm)
+            return training_pass_seconds(trainer)[1]
+
+    setups: dict[str, tuple[Callable[[Path], list[Callback]], int]] = {  # name: (callbacks, how many to divide by)
+        "a plain Trainer (hooks, closure, optimizer wrapper, our step's metric updates)": (lambda _: [], 1),
+        "a callback that does nothing (each of 10)": (lambda _: [Callback() for _ in range(10)], 10),
+        "ModelCheckpoint": (lambda tmp: [ModelCheckpoint(dirpath=tmp, monitor="train/loss")], 1),
+        "EarlyStopping": (lambda _: [EarlyStopping(monitor="train/loss", check_on_train_epoch_end=True)], 1),
+        "TQDM progress bar, redrawn every step (Lightning's default)": (lambda _: [TQDMProgressBar(1)], 1),
+        f"TQDM progress bar, redrawn every {PROGRESS_BAR_REFRESH_RATE} steps (mnist_lit's default)": (
+            lambda _: [TQDMProgressBar(PROGRESS_BAR_REFRESH_RATE)],
+            1,
+        ),
+    }
+    bare: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(repeats):
+        bare.append(bare_epoch_seconds(probe(), dm, 2, device)[1])
+        for name, (callbacks, _) in setups.items():
+            times[name].append(fit_seconds(callbacks))
+    plain = statistics.median(times[next(iter(setups))])
+    rows = []
+    for i, (name, (_, count)) in enumerate(setups.items()):
+        reference = statistics.median(bare) if i == 0 else plain
+        added = (statistics.median(times[name]) - reference) / count
+        rows.append({"added": name, "over": "a bare loop" if i == 0 else "a plain Trainer",
+                     "us_per_step": added / steps * 1e6})  # fmt: skip
+    return rows
+
+
+def bench_compile(data: MNISTTensors, epochs: int) -> list[dict[str, Any]]:
+    """configs/fast.yaml's network and training, eager against ``torch.compile`` (default mode), in its bf16 autocast
+    and in fp32: seconds of the first epoch (which compiles) and the later ones, and test accuracy. One run each."""
+    rows = []
+    dm = None
+    for precision in ("bf16-mixed", "32-true"):
+        for compiled in (False, True):
+            with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_logs_") as logs, quietly():
+                args = ["--trainer.max_epochs", str(epochs), "--trainer.precision", precision]
+                cli = configured(REPO_ROOT / "configs" / "fast.yaml", Path(logs), *args)
+                dm = dm or PreparedDataModule(data, cli.datamodule.hparams.batch_size)
+                if compiled:
+                    cli.model.net = torch.compile(cli.model.net)
+                cli.trainer.fit(cli.model, datamodule=dm)
+                (result,) = cli.trainer.test(cli.model, datamodule=dm, verbose=False)
+            seconds = training_pass_seconds(cli.trainer)
+            rows.append(
+                {"precision": precision, "torch.compile": compiled, "first_epoch_s": seconds[0],
+                 "later_epochs_s": statistics.median(seconds[1:]) if len(seconds) > 1 else None,
+                 "test_acc": result["test/acc"]}
+            )  # fmt: skip
+    return rows
 
 
 def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
@@ -331,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the chosen benchmark sections, print their tables and write the JSON."""
     parser = argparse.ArgumentParser(prog="python -m mnist_lit.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", default="data,train,infer,tta", help="comma-separated: data,train,infer,tta (and profile)"
+        "--only", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated, from: {', '.join(SECTIONS)}"
     )
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where MNIST is (or is acquired to)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (median reported)")
@@ -342,16 +441,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
-    unknown = sections - {"data", "train", "infer", "tta", "profile"}
+    unknown = sections - set(SECTIONS)
     if unknown:
-        parser.error(f"--only: unknown sections {sorted(unknown)}; choose from data, train, infer, tta, profile")
+        parser.error(f"--only: unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or Path("bench_results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     results: dict[str, Any] = {"machine": machine(), "smoke": args.smoke}
     print(f"machine: {json.dumps(results['machine'])}")
 
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_data_") as tmp:
-        needs_data = sections & {"data", "train", "profile"}
+        needs_data = sections & {"data", "train", "overhead", "compile", "profile"}
         data = None
         if needs_data:
             data = synthetic_mnist(Path(tmp)) if args.smoke else real_mnist(args.data_dir)
@@ -368,6 +467,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "train" in sections:
             rows = bench_training(data, train_repeats, args.epochs, device)
             section("train", "Training: seconds per epoch of training steps, against a bare loop", rows)
+        if "overhead" in sections:
+            rows = bench_overhead(data, repeats, device)
+            section("overhead", "Lightning's cost per training step (a one-layer network)", rows)
+        if "compile" in sections:
+            rows = bench_compile(data, epochs=2 if args.smoke else 3)
+            section("compile", "torch.compile on configs/fast.yaml's training", rows)
         if "infer" in sections:
             section("infer", "Inference: images per second", bench_inference(repeats, device))
         if "profile" in sections:

@@ -27,8 +27,8 @@ from mnist_lit.models.base import MNISTClassifier
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
 
-#: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it (twice) every step, which
-#: costs about 0.2 ms a step: 3% of a compact-network step on 2 CPU cores, for redraws no one can read.
+#: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it every step: measured on 2 CPU
+#: cores, 0.21 ms a step against 0.065 ms at 10, about 2% of a compact-network step, for redraws no one can read.
 PROGRESS_BAR_REFRESH_RATE = 10
 
 
