@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from torchvision.transforms import ToTensor
 
 from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.callbacks import TrainingPassTimer
-from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI
+from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, build_cli
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
@@ -174,23 +174,25 @@ def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs:
 
 
 def configured(config: Path, log_dir: Path, *overrides: str) -> MNISTLitCLI:
-    """A config's Trainer, network and data options as the CLI builds them (its callbacks, TensorBoard logger under
-    ``log_dir``, checkpoints, progress bar), with a TrainingPassTimer added; nothing run yet."""
+    """A config's Trainer and network as ``python -m mnist_lit`` builds them (its callbacks, TensorBoard logger
+    under ``log_dir``, checkpoints, progress bar), with a TrainingPassTimer added and the model summary off;
+    nothing run yet. Its datamodule is not used: the benchmark passes its own, over tensors already in memory."""
     args = [
         "--config", str(config), "--trainer.enable_model_summary", "false",
         "--trainer.logger.init_args.save_dir", str(log_dir),
         "--trainer.callbacks+=mnist_lit.callbacks.TrainingPassTimer", *overrides,
     ]  # fmt: skip
-    return MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+    return build_cli(args, run=False)
 
 
-def quietly() -> contextlib.ExitStack:
-    """Send stdout and stderr (progress bars, Lightning's messages) to /dev/null."""
-    stack = contextlib.ExitStack()
-    devnull = stack.enter_context(open(os.devnull, "w"))
-    stack.enter_context(contextlib.redirect_stdout(devnull))
-    stack.enter_context(contextlib.redirect_stderr(devnull))
-    return stack
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Send what is printed to stdout and stderr (progress bars, test results) to /dev/null.
+
+    Lightning's own log lines still show: its logging handler keeps the stream it was given at import.
+    """
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
 
 
 def training_pass_seconds(trainer: pl.Trainer) -> list[float]:
@@ -241,59 +243,66 @@ def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.
 
 
 def _span(values: list[float]) -> str:
+    """``min-max`` of ratios, for the table."""
     return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def linear_probe() -> MNISTClassifier:
+    """A one-layer network (784 to 10) on mnist_lit's training step: its arithmetic is negligible, so the time of its
+    steps is the loop's own."""
+    return MNISTClassifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+
+
+def plain_fit_seconds(dm: MNISTDataModule, callbacks: list[Callback]) -> float:
+    """Seconds of the second epoch's training batches of the linear probe under a plain Trainer plus ``callbacks``."""
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in callbacks),
+        callbacks=[*callbacks, TrainingPassTimer()],
+    )  # fmt: skip
+    with quietly():
+        trainer.fit(linear_probe(), datamodule=dm)
+    return training_pass_seconds(trainer)[1]
+
+
+#: What the overhead section adds to a plain Trainer: name, callbacks (given a scratch folder), how many of them.
+OVERHEAD_ADDITIONS: list[tuple[str, Callable[[Path], list[Callback]], int]] = [
+    ("a callback that does nothing (each of 10)", lambda _: [Callback() for _ in range(10)], 10),
+    ("ModelCheckpoint", lambda tmp: [ModelCheckpoint(dirpath=tmp, monitor="train/loss")], 1),
+    ("EarlyStopping", lambda _: [EarlyStopping(monitor="train/loss", check_on_train_epoch_end=True)], 1),
+    ("TQDM progress bar, redrawn every step (Lightning's default)", lambda _: [TQDMProgressBar(1)], 1),
+    (f"TQDM progress bar, redrawn every {PROGRESS_BAR_REFRESH_RATE} steps (mnist_lit's default)",
+     lambda _: [TQDMProgressBar(PROGRESS_BAR_REFRESH_RATE)], 1),
+]  # fmt: skip
 
 
 def bench_overhead(data: MNISTTensors, repeats: int, device: torch.device) -> list[dict[str, Any]]:
     """Lightning's cost per training step, apart from the arithmetic.
 
-    A one-layer network (784 to 10, batch 128) trains for one timed epoch in a bare loop, under a plain Trainer, and
-    under a plain Trainer with one addition at a time; its steps are so cheap that the differences are the
-    Trainer's, the callbacks' and our training step's own Python. Medians over ``repeats`` interleaved rounds.
+    The linear probe trains for one timed epoch (batch 128) in a bare loop, under a plain Trainer, and under a plain
+    Trainer with each of ``OVERHEAD_ADDITIONS``; the differences are the Trainer's, the callbacks' and our training
+    step's own Python. Medians over ``repeats`` interleaved rounds.
     """
     dm = PreparedDataModule(data, batch_size=128)
     steps = -(-len(data.train_labels) // 128)
-
-    def probe() -> MNISTClassifier:
-        return MNISTClassifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
-
-    def fit_seconds(callbacks: Callable[[Path], list[Callback]]) -> float:
-        with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
-            extra = callbacks(Path(tmp))
-            trainer = pl.Trainer(
-                max_epochs=2, logger=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in extra),
-                enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in extra),
-                callbacks=[*extra, TrainingPassTimer()],
-            )  # fmt: skip
-            with quietly():
-                trainer.fit(probe(), datamodule=dm)
-            return training_pass_seconds(trainer)[1]
-
-    setups: dict[str, tuple[Callable[[Path], list[Callback]], int]] = {  # name: (callbacks, how many to divide by)
-        "a plain Trainer (hooks, closure, optimizer wrapper, our step's metric updates)": (lambda _: [], 1),
-        "a callback that does nothing (each of 10)": (lambda _: [Callback() for _ in range(10)], 10),
-        "ModelCheckpoint": (lambda tmp: [ModelCheckpoint(dirpath=tmp, monitor="train/loss")], 1),
-        "EarlyStopping": (lambda _: [EarlyStopping(monitor="train/loss", check_on_train_epoch_end=True)], 1),
-        "TQDM progress bar, redrawn every step (Lightning's default)": (lambda _: [TQDMProgressBar(1)], 1),
-        f"TQDM progress bar, redrawn every {PROGRESS_BAR_REFRESH_RATE} steps (mnist_lit's default)": (
-            lambda _: [TQDMProgressBar(PROGRESS_BAR_REFRESH_RATE)],
-            1,
-        ),
-    }
     bare: list[float] = []
-    times: dict[str, list[float]] = {name: [] for name in setups}
+    plain: list[float] = []
+    added: dict[str, list[float]] = {name: [] for name, _, _ in OVERHEAD_ADDITIONS}
     for _ in range(repeats):
-        bare.append(bare_epoch_seconds(probe(), dm, 2, device)[1])
-        for name, (callbacks, _) in setups.items():
-            times[name].append(fit_seconds(callbacks))
-    plain = statistics.median(times[next(iter(setups))])
-    rows = []
-    for i, (name, (_, count)) in enumerate(setups.items()):
-        reference = statistics.median(bare) if i == 0 else plain
-        added = (statistics.median(times[name]) - reference) / count
-        rows.append({"added": name, "over": "a bare loop" if i == 0 else "a plain Trainer",
-                     "us_per_step": added / steps * 1e6})  # fmt: skip
+        bare.append(bare_epoch_seconds(linear_probe(), dm, 2, device)[1])
+        plain.append(plain_fit_seconds(dm, []))
+        for name, callbacks, _ in OVERHEAD_ADDITIONS:
+            with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
+                added[name].append(plain_fit_seconds(dm, callbacks(Path(tmp))))
+    plain_s = statistics.median(plain)
+    rows = [
+        {"added": "a plain Trainer (hooks, closure, optimizer wrapper, our step's metric updates)",
+         "over": "a bare loop", "us_per_step": (plain_s - statistics.median(bare)) / steps * 1e6}
+    ]  # fmt: skip
+    for name, _, count in OVERHEAD_ADDITIONS:
+        seconds = (statistics.median(added[name]) - plain_s) / count
+        rows.append({"added": name, "over": "a plain Trainer", "us_per_step": seconds / steps * 1e6})
     return rows
 
 
@@ -301,14 +310,14 @@ def bench_compile(data: MNISTTensors, epochs: int) -> list[dict[str, Any]]:
     """configs/fast.yaml's network and training, eager against ``torch.compile`` (default mode), in its bf16 autocast
     and in fp32: seconds of the first epoch (which compiles) and the later ones, and test accuracy. One run each."""
     rows = []
-    dm = None
     for precision in ("bf16-mixed", "32-true"):
         for compiled in (False, True):
             with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_logs_") as logs, quietly():
                 args = ["--trainer.max_epochs", str(epochs), "--trainer.precision", precision]
                 cli = configured(REPO_ROOT / "configs" / "fast.yaml", Path(logs), *args)
-                dm = dm or PreparedDataModule(data, cli.datamodule.hparams.batch_size)
+                dm = PreparedDataModule(data, cli.datamodule.hparams.batch_size)
                 if compiled:
+                    torch._dynamo.reset()  # nothing compiled earlier in this process is reused
                     cli.model.net = torch.compile(cli.model.net)
                 cli.trainer.fit(cli.model, datamodule=dm)
                 (result,) = cli.trainer.test(cli.model, datamodule=dm, verbose=False)
@@ -441,6 +450,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
+    if args.epochs < 2:
+        parser.error("--epochs: at least 2 (the first epoch, which includes warm-up, is not timed)")
     unknown = sections - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")

@@ -142,19 +142,26 @@ def _show_package_logs() -> None:
         logger.setLevel(logging.INFO)
 
 
+def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
+    """The CLI as ``python -m mnist_lit`` builds it; with ``run=False``, no subcommand: the Trainer, model and
+    datamodule of the given config, built and not run (the benchmark and tests use that)."""
+    return MNISTLitCLI(
+        MNISTClassifier,
+        MNISTDataModule,
+        subclass_mode_model=True,
+        save_config_callback=RunConfigSaver,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
     _show_package_logs()
     try:
-        MNISTLitCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            subclass_mode_model=True,
-            save_config_callback=RunConfigSaver,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            args=args,
-        )
+        build_cli(args)
     except (UserInputError, MNISTUnavailableError, IdxFileError, PredictInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

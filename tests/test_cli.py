@@ -11,10 +11,8 @@ import pytest
 import torch
 import yaml
 
-from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, main
-from mnist_lit.data import MNISTDataModule
+from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
 from mnist_lit.models import CompactCNN
-from mnist_lit.models.base import MNISTClassifier
 from tests.conftest import CONFIGS, TinyMNIST
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
@@ -84,9 +82,10 @@ def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> Non
         (["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1"], 1),
     ],
 )
-def test_the_progress_bar_redraws_every_few_steps_unless_configured(options: list[str], refresh_rate) -> None:
-    args = ["--config", str(CONFIGS / "compact.yaml"), *options]
-    cli = MNISTLitCLI(MNISTClassifier, MNISTDataModule, subclass_mode_model=True, run=False, args=args)
+def test_the_progress_bar_redraws_every_few_steps_unless_configured(
+    options: list[str], refresh_rate: int | None
+) -> None:
+    cli = build_cli(["--config", str(CONFIGS / "compact.yaml"), *options], run=False)
     bar = cli.trainer.progress_bar_callback
     assert (bar.refresh_rate if bar is not None else None) == refresh_rate
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -39,11 +40,22 @@ class TrainingPassTimer(Callback):
         self.seconds: list[float] = []
         self._start = 0.0
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = []
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _wait_for_device(pl_module)
         self._start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx + 1 == trainer.num_training_batches:
+            _wait_for_device(pl_module)
             self.seconds.append(time.perf_counter() - self._start)
+
+
+def _wait_for_device(pl_module: pl.LightningModule) -> None:
+    """Let queued GPU work finish, so that the clock measures it, not only its launch."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
