@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
@@ -39,6 +39,7 @@ from torchvision.transforms import ToTensor
 
 from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.callbacks import TrainingPassTimer
+from mnist_lit.callbacks.outputs import find_callback
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, build_cli
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
@@ -162,14 +163,26 @@ def bare_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int,
     return times
 
 
-def lightning_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int) -> list[float]:
-    """mnist_lit's training step (metrics, logging) under a plain Trainer: no callbacks, logger or progress bar."""
-    timer = TrainingPassTimer()
-    trainer = pl.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+def plain_trainer(callbacks: Sequence[Callback] = (), **kwargs: Any) -> pl.Trainer:
+    """A Trainer with nothing of its own: no logger, model summary or validation, and checkpoints or a progress bar
+    only when ``callbacks`` bring them. ``kwargs`` go to the Trainer (``max_epochs``, ``profiler``, ...)."""
+    return pl.Trainer(
+        logger=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        callbacks=list(callbacks), **kwargs,
     )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
+
+
+def plain_fit_seconds(
+    model: MNISTClassifier, dm: MNISTDataModule, epochs: int, callbacks: Sequence[Callback] = ()
+) -> list[float]:
+    """mnist_lit's training step (metrics, logging) under a plain Trainer plus ``callbacks``; seconds of each
+    epoch's training batches."""
+    timer = TrainingPassTimer()
+    trainer = plain_trainer([*callbacks, timer], max_epochs=epochs)
+    with quietly():
+        trainer.fit(model, datamodule=dm)
     return timer.seconds
 
 
@@ -195,19 +208,13 @@ def quietly() -> Iterator[None]:
         yield
 
 
-def training_pass_seconds(trainer: pl.Trainer) -> list[float]:
-    """The seconds recorded by the trainer's TrainingPassTimer."""
-    (timer,) = [c for c in trainer.callbacks if isinstance(c, TrainingPassTimer)]
-    return timer.seconds
-
-
 def configured_epoch_seconds(config: Path, dm: MNISTDataModule, epochs: int, log_dir: Path) -> list[float]:
     """A notebook config's own Trainer and network, built by the CLI: its callbacks, TensorBoard logger, checkpoints
     and progress bar (drawn into /dev/null), with validation; the training passes timed."""
     with quietly():
         cli = configured(config, log_dir, "--trainer.max_epochs", str(epochs))
         cli.trainer.fit(cli.model, datamodule=dm)
-    return training_pass_seconds(cli.trainer)
+    return find_callback(cli.trainer, TrainingPassTimer).seconds
 
 
 def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
@@ -225,7 +232,7 @@ def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.
             pl.seed_everything(0, verbose=False)
             runs["bare"].append(statistics.median(bare_epoch_seconds(cls(), dm, epochs, device)[1:]))
             pl.seed_everything(0, verbose=False)
-            runs["fit"].append(statistics.median(lightning_epoch_seconds(cls(), dm, epochs)[1:]))
+            runs["fit"].append(statistics.median(plain_fit_seconds(cls(), dm, epochs)[1:]))
             with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_logs_") as logs:
                 seconds = configured_epoch_seconds(REPO_ROOT / "configs" / f"{name}.yaml", dm, epochs, Path(logs))
             runs["configured"].append(statistics.median(seconds[1:]))
@@ -253,19 +260,6 @@ def linear_probe() -> MNISTClassifier:
     return MNISTClassifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
 
 
-def plain_fit_seconds(dm: MNISTDataModule, callbacks: list[Callback]) -> float:
-    """Seconds of the second epoch's training batches of the linear probe under a plain Trainer plus ``callbacks``."""
-    trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        enable_progress_bar=any(isinstance(c, TQDMProgressBar) for c in callbacks),
-        callbacks=[*callbacks, TrainingPassTimer()],
-    )  # fmt: skip
-    with quietly():
-        trainer.fit(linear_probe(), datamodule=dm)
-    return training_pass_seconds(trainer)[1]
-
-
 #: What the overhead section adds to a plain Trainer: name, callbacks (given a scratch folder), how many of them.
 OVERHEAD_ADDITIONS: list[tuple[str, Callable[[Path], list[Callback]], int]] = [
     ("a callback that does nothing (each of 10)", lambda _: [Callback() for _ in range(10)], 10),
@@ -291,10 +285,10 @@ def bench_overhead(data: MNISTTensors, repeats: int, device: torch.device) -> li
     added: dict[str, list[float]] = {name: [] for name, _, _ in OVERHEAD_ADDITIONS}
     for _ in range(repeats):
         bare.append(bare_epoch_seconds(linear_probe(), dm, 2, device)[1])
-        plain.append(plain_fit_seconds(dm, []))
+        plain.append(plain_fit_seconds(linear_probe(), dm, 2)[1])
         for name, callbacks, _ in OVERHEAD_ADDITIONS:
             with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
-                added[name].append(plain_fit_seconds(dm, callbacks(Path(tmp))))
+                added[name].append(plain_fit_seconds(linear_probe(), dm, 2, callbacks(Path(tmp)))[1])
     plain_s = statistics.median(plain)
     rows = [
         {"added": "a plain Trainer (hooks, closure, optimizer wrapper, our step's metric updates)",
@@ -321,7 +315,7 @@ def bench_compile(data: MNISTTensors, epochs: int) -> list[dict[str, Any]]:
                     cli.model.net = torch.compile(cli.model.net)
                 cli.trainer.fit(cli.model, datamodule=dm)
                 (result,) = cli.trainer.test(cli.model, datamodule=dm, verbose=False)
-            seconds = training_pass_seconds(cli.trainer)
+            seconds = find_callback(cli.trainer, TrainingPassTimer).seconds
             rows.append(
                 {"precision": precision, "torch.compile": compiled, "first_epoch_s": seconds[0],
                  "later_epochs_s": statistics.median(seconds[1:]) if len(seconds) > 1 else None,
@@ -391,10 +385,7 @@ def profile_steps(data: MNISTTensors, steps: int) -> str:
     for name, (cls, batch_size) in NETWORKS.items():
         dm = PreparedDataModule(data, batch_size)
         profiler = SimpleProfiler(extended=False)
-        trainer = pl.Trainer(
-            max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, profiler=profiler,
-        )  # fmt: skip
+        trainer = plain_trainer(max_steps=steps, profiler=profiler)
         model = cls()
         trainer.fit(model, datamodule=dm)
         reports.append(f"### {name}: Lightning hooks over {steps} steps\n```\n{profiler.summary()}\n```")

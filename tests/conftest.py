@@ -11,12 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_lit.cli import main
 from mnist_lit.data import files
 from mnist_lit.data.files import IdxFileSpec, encode_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW_DIR = Path(os.environ.get("MNIST_LIT_REAL_RAW", REPO_ROOT.parent / "shared" / "data" / "MNIST" / "raw"))
 CONFIGS = REPO_ROOT / "configs"
+
+
+def exit_code(args: list[str]) -> int:
+    """The exit code of ``python -m mnist_lit ARGS``, run in-process, for a run that ends with one."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+def runs(name: str) -> list[Path]:
+    """The run folders ``lightning_logs/<name>/version_N`` in the current folder, oldest first."""
+    return sorted(Path("lightning_logs", name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import yaml
 
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
 from mnist_lit.models import CompactCNN
-from tests.conftest import CONFIGS, TinyMNIST
+from tests.conftest import CONFIGS, TinyMNIST, exit_code, runs
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
 
@@ -22,18 +22,8 @@ def _run(args: list[str]) -> None:
     main(args)
 
 
-def _exit_code(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code
-
-
-def _runs(name: str) -> list[Path]:
-    return sorted(Path("lightning_logs", name).glob("version_*"))
-
-
 def test_help_lists_the_subcommands(capsys) -> None:
-    assert _exit_code(["--help"]) == 0
+    assert exit_code(["--help"]) == 0
     out = capsys.readouterr().out
     for sub in ("fit", "validate", "test", "predict"):
         assert sub in out
@@ -41,7 +31,7 @@ def test_help_lists_the_subcommands(capsys) -> None:
 
 def test_print_config_shows_the_chosen_network_and_overrides(capsys) -> None:
     args = ["fit", "--config", str(CONFIGS / "keras_report.yaml"), "--trainer.max_epochs", "2"]
-    assert _exit_code([*args, "--data.batch_size", "256", "--print_config"]) == 0
+    assert exit_code([*args, "--data.batch_size", "256", "--print_config"]) == 0
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["class_path"] == "mnist_lit.models.KerasReportCNN"
     assert config["model"]["init_args"]["eps"] == 1e-7
@@ -53,7 +43,7 @@ def test_config_is_repeatable_and_later_files_win(tmp_path, capsys) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("data:\n  batch_size: 32\nmodel:\n  init_args:\n    dense_units: 64\n")
     args = ["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(extra), "--print_config"]
-    assert _exit_code(args) == 0
+    assert exit_code(args) == 0
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["data"]["batch_size"] == 32
     assert config["model"]["init_args"]["dense_units"] == 64
@@ -61,7 +51,7 @@ def test_config_is_repeatable_and_later_files_win(tmp_path, capsys) -> None:
 
 
 def test_a_mistyped_option_gets_the_parsers_message(capsys) -> None:
-    assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epoch", "2"]) == 2
+    assert exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epoch", "2"]) == 2
     err = capsys.readouterr().err
     assert "max_epoch" in err and "Traceback" not in err
 
@@ -69,7 +59,7 @@ def test_a_mistyped_option_gets_the_parsers_message(capsys) -> None:
 def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  bach_size: 32\n")
-    assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(bad)]) == 2
+    assert exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bach_size" in err and "Traceback" not in err
 
@@ -101,7 +91,7 @@ def test_runs_without_a_run_folder_write_nothing_into_the_current_folder(tiny_mn
 def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST) -> None:
     config = str(CONFIGS / "compact.yaml")
     _run(["fit", "--config", config, *TINY_RUN])
-    (run,) = _runs("compact")
+    (run,) = runs("compact")
     report = json.loads((run / "metrics.json").read_text())
     cm = torch.tensor(report["confusion_matrix"])
     assert cm.sum() == tiny_mnist.n_test == report["num_samples"]  # every test image exactly once
@@ -114,18 +104,18 @@ def test_fit_writes_a_complete_run_and_test_reproduces_it(tiny_mnist: TinyMNIST)
 
     first_report = (run / "metrics.json").read_bytes()
     _run(["test", "--config", config, "--ckpt_path", str(checkpoint), "--data.eval_batch_size", "16"])
-    first, second = _runs("compact")
+    first, second = runs("compact")
     assert first == run and (run / "metrics.json").read_bytes() == first_report  # the test got its own folder
     again = json.loads((second / "metrics.json").read_text())
     assert again["confusion_matrix"] == report["confusion_matrix"]
     assert again["test_loss"] == pytest.approx(report["test_loss"], rel=1e-6)
 
 
-def test_same_seed_same_numbers_and_reruns_keep_earlier_runs(tiny_mnist: TinyMNIST) -> None:
+def test_same_seed_same_numbers_and_reruns_keep_earlierruns(tiny_mnist: TinyMNIST) -> None:
     args = ["fit", "--config", str(CONFIGS / "keras_report.yaml"), *TINY_RUN, "--data.batch_size", "32"]
     _run(args)
     _run(args)  # the same log folder again: a new version, no clash with the saved config
-    reports = [json.loads((run / "metrics.json").read_text()) for run in _runs("keras_report")]
+    reports = [json.loads((run / "metrics.json").read_text()) for run in runs("keras_report")]
     assert len(reports) == 2
     assert reports[0]["test_loss"] == reports[1]["test_loss"]
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
@@ -133,50 +123,50 @@ def test_same_seed_same_numbers_and_reruns_keep_earlier_runs(tiny_mnist: TinyMNI
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluating_without_a_checkpoint_is_refused(subcommand: str, capsys) -> None:
-    assert _exit_code([subcommand, "--config", str(CONFIGS / "compact.yaml")]) == 1
+    assert exit_code([subcommand, "--config", str(CONFIGS / "compact.yaml")]) == 1
     assert f"`{subcommand}` needs --ckpt_path" in capsys.readouterr().err
 
 
 def test_bad_data_options_get_the_parsers_message(capsys) -> None:
     for option in (["--data.batch_size", "0"], ["--data.val_fraction", "1.5"]):
-        assert _exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), *option, "--print_config"]) == 2
+        assert exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), *option, "--print_config"]) == 2
         err = capsys.readouterr().err
         assert option[0].lstrip("-") in err and "Traceback" not in err
 
 
 def test_normalization_travels_with_the_checkpoint(tiny_mnist: TinyMNIST) -> None:
     _run(["fit", "--config", str(CONFIGS / "compact.yaml"), *TINY_RUN, "--data.normalization", "standardize"])
-    (run,) = _runs("compact")
+    (run,) = runs("compact")
     report = json.loads((run / "metrics.json").read_text())
     # Evaluated with a config that says `unit`: the checkpoint's `standardize` must win, giving the same loss.
     _run(["test", "--config", str(CONFIGS / "compact.yaml"), "--ckpt_path", report["best_checkpoint"],
           "--data.normalization", "unit", "--data.eval_batch_size", "16"])  # fmt: skip
-    again = json.loads((_runs("compact")[1] / "metrics.json").read_text())
+    again = json.loads((runs("compact")[1] / "metrics.json").read_text())
     assert again["test_loss"] == pytest.approx(report["test_loss"], rel=1e-6)
 
 
 def test_a_missing_or_corrupt_checkpoint_is_reported(tiny_mnist: TinyMNIST, tmp_path, capsys) -> None:
     config = str(CONFIGS / "compact.yaml")
-    assert _exit_code(["test", "--config", config, "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 1
+    assert exit_code(["test", "--config", config, "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 1
     assert "nope.ckpt: no such file" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x00" * 100)
-    assert _exit_code(["test", "--config", config, "--ckpt_path", str(corrupt)]) == 1
+    assert exit_code(["test", "--config", config, "--ckpt_path", str(corrupt)]) == 1
     err = capsys.readouterr().err
     assert "corrupt.ckpt: not a readable checkpoint" in err and "Traceback" not in err
 
 
 def test_a_checkpoint_of_another_network_is_reported(tiny_mnist: TinyMNIST, capsys) -> None:
     _run(["fit", "--config", str(CONFIGS / "compact.yaml"), *TINY_RUN, "--trainer.max_epochs", "1"])
-    (checkpoint,) = _runs("compact")[0].glob("checkpoints/*.ckpt")
-    assert _exit_code(["test", "--config", str(CONFIGS / "keras_report.yaml"), "--ckpt_path", str(checkpoint)]) == 1
+    (checkpoint,) = runs("compact")[0].glob("checkpoints/*.ckpt")
+    assert exit_code(["test", "--config", str(CONFIGS / "keras_report.yaml"), "--ckpt_path", str(checkpoint)]) == 1
     err = capsys.readouterr().err
     assert "holds a CompactCNN, but the config selects KerasReportCNN" in err
 
 
 def test_missing_data_without_downloads_explains_how_to_place_files(tmp_path, capsys) -> None:
     args = ["fit", "--config", str(CONFIGS / "compact.yaml"), "--data.download", "false"]
-    assert _exit_code([*args, "--data.data_dir", str(tmp_path / "empty")]) == 1
+    assert exit_code([*args, "--data.data_dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err
     assert "Could not obtain a verified copy of MNIST" in err and "To place the files by hand" in err
 

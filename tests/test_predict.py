@@ -27,7 +27,7 @@ from mnist_lit.data.images import (
     read_input_file,
 )
 from mnist_lit.models import CompactCNN
-from tests.conftest import CONFIGS, TinyMNIST, make_tiny_mnist
+from tests.conftest import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, runs
 
 COMPACT = str(CONFIGS / "compact.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -82,14 +82,8 @@ def predict_in_memory(model: CompactCNN, images: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(images.copy()).unsqueeze(1).float() / 255).softmax(dim=1).numpy()
 
 
-def exit_code(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code
-
-
 def last_run(name: str = "compact") -> Path:
-    return sorted(Path("lightning_logs", name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    return runs(name)[-1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from mnist_lit import plots
@@ -45,9 +44,6 @@ class ReportFigures(Callback):
         self._random: list[tuple[np.ndarray, int, int, float]] = []
         self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
 
-    def _emit(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
-        emit_figure(trainer, name, fig, self.dpi)
-
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A grid of training images with their labels, as both notebooks show first."""
@@ -59,7 +55,7 @@ class ReportFigures(Callback):
         idx = torch.randperm(len(dataset), generator=generator)[: self.num_images]
         images, labels = dataset.images[idx].cpu().numpy(), dataset.labels[idx].tolist()  # may live on a GPU
         fig = plots.image_grid(images, [f"label {y}" for y in labels], "Training images")
-        self._emit(trainer, "train_samples", fig)
+        emit_figure(trainer, "train_samples", fig, self.dpi)
 
     def _record(self, trainer: pl.Trainer, stage: str) -> None:
         for name in ("loss", "acc"):
@@ -83,7 +79,7 @@ class ReportFigures(Callback):
             return
         restore = find_callback(trainer, RestoreBestWeights)
         best = restore.best_epoch if restore is not None else None
-        self._emit(trainer, "training_curves", plots.training_curves(self.history, best_epoch=best))
+        emit_figure(trainer, "training_curves", plots.training_curves(self.history, best_epoch=best), self.dpi)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start a new draw of test samples."""
@@ -123,17 +119,17 @@ class ReportFigures(Callback):
         if not trainer.is_global_zero:
             return
         if cm is not None:
-            self._emit(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"))
+            emit_figure(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"), self.dpi)
         if self._random:
             images, titles, colors = self._grid(self._random, with_confidence=False)
             fig = plots.image_grid(images, titles, "Random test images: true / predicted", title_colors=colors)
-            self._emit(trainer, "test_predictions", fig)
+            emit_figure(trainer, "test_predictions", fig, self.dpi)
         if self._mistakes:
             images, titles, colors = self._grid(self._mistakes, with_confidence=True)
             fig = plots.image_grid(
                 images, titles, "Misclassified test images: true / predicted (confidence)", title_colors=colors
             )
-            self._emit(trainer, "misclassified", fig)
+            emit_figure(trainer, "misclassified", fig, self.dpi)
 
     @staticmethod
     def _grid(samples: list[tuple], with_confidence: bool) -> tuple[np.ndarray, list[str], list[str]]:

@@ -50,10 +50,6 @@ class TensorImageDataset(Dataset):
         index = torch.as_tensor(indices, device=self.images.device)
         return self.images[index].unsqueeze(1), self.labels[index]
 
-    def to(self, device: torch.device) -> TensorImageDataset:
-        """The same images and labels on ``device`` (on a GPU, batches are then cut there: no copy per batch)."""
-        return TensorImageDataset(self.images.to(device), self.labels.to(device))
-
 
 def keep_batch(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` already returns a batch."""
@@ -158,14 +154,17 @@ class MNISTDataModule(LightningDataModule):
         train_y = read_label_file(str(raw / "train-labels-idx1-ubyte"))
         test_x = read_image_file(str(raw / "t10k-images-idx3-ubyte"))
         test_y = read_label_file(str(raw / "t10k-labels-idx1-ubyte"))
-        self.data_test = TensorImageDataset(test_x, test_y)
+        # With keep_on_device, the splits live on the training device: batches are then cut there, no copy per batch.
+        on_device = self.hparams.keep_on_device and self.trainer is not None
+        device = self.trainer.strategy.root_device if on_device else torch.device("cpu")
+
+        def split(images: Tensor, labels: Tensor) -> TensorImageDataset:
+            return TensorImageDataset(images.to(device), labels.to(device))
+
+        self.data_test = split(test_x, test_y)
         train_idx, val_idx = self.split_indices(len(train_x))
-        self.data_train = TensorImageDataset(train_x[train_idx], train_y[train_idx])
-        self.data_val = self.data_test if val_idx is None else TensorImageDataset(train_x[val_idx], train_y[val_idx])
-        if self.hparams.keep_on_device and self.trainer is not None:
-            device = self.trainer.strategy.root_device
-            self.data_train, self.data_test = self.data_train.to(device), self.data_test.to(device)
-            self.data_val = self.data_test if val_idx is None else self.data_val.to(device)
+        self.data_train = split(train_x[train_idx], train_y[train_idx])
+        self.data_val = self.data_test if val_idx is None else split(train_x[val_idx], train_y[val_idx])
         if self.hparams.predict_path is None:
             self.data_predict = TensorImageDataset(test_x, torch.arange(len(test_x)))
             self.predict_names = [f"mnist_test[{i}]" for i in range(len(test_x))]

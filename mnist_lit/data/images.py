@@ -16,10 +16,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from mnist_lit.data.files import IMAGE_SIDE
+
 InvertMode = Literal["auto", "always", "never"]
 
-#: The side of MNIST's images, and of the box their digits are scaled to fit.
-IMAGE_SIDE, BOX_SIDE = 28, 20
+#: The side of the box MNIST's digits are scaled to fit (its images are IMAGE_SIDE pixels square).
+BOX_SIDE = 20
 #: MNIST puts a digit's centre of mass here (row, column), in pixel indices: its test set averages (13.99, 14.01).
 CENTRE = 14
 #: A pixel darker than this fraction of the brightest ink (after removing the background) is outside the digit's
@@ -210,8 +212,8 @@ def mnist_preprocess(image: np.ndarray, invert: InvertMode = "auto") -> np.ndarr
             "if the digit is there, try data.predict_invert"
         )
     x *= 255.0 / peak
-    rows = np.flatnonzero((x > INK_FRACTION * 255.0).any(axis=1))
-    cols = np.flatnonzero((x > INK_FRACTION * 255.0).any(axis=0))
+    ink = x > INK_FRACTION * 255.0
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     crop = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = BOX_SIDE / max(crop.shape)
     height, width = (max(1, min(BOX_SIDE, round(side * scale))) for side in crop.shape)
