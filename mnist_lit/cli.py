@@ -8,32 +8,46 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.callbacks.outputs import RunConfigSaver
-from mnist_lit.data.acquire import MNISTUnavailableError
+from mnist_lit.callbacks.outputs import run_dir_or_warn
+from mnist_lit.callbacks.predictions import PredictionWriter
+from mnist_lit.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
 from mnist_lit.data.datamodule import MNISTDataModule
-from mnist_lit.data.files import IdxFileError
-from mnist_lit.data.images import PredictInputError
+from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.resume import check_resumable, latest_last_checkpoint, run_folder_of
 
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
 
-#: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it every step: measured on 2 CPU
-#: cores, 0.21 to 0.26 ms a step against 0.03 to 0.09 ms at 10, 2% of a compact-network step, for redraws no one reads.
+#: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it every step, which costs a
+#: measurable share of a small network's step (see the benchmark page) for redraws no one reads.
 PROGRESS_BAR_REFRESH_RATE = 10
 
 
-class UserInputError(RuntimeError):
-    """A problem with what the user gave (a file, an option), reported as one message instead of a traceback."""
+class RunConfigSaver(SaveConfigCallback):
+    """LightningCLI's config saver, writing ``config.yaml`` only into a run's own folder.
+
+    Each run gets a new ``version_N`` folder, so overwriting is safe there (and re-running with a fixed version does
+    not fail); without a logger the stock saver would write ``./config.yaml``, perhaps over a file of the user's, so
+    nothing is saved then.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if run_dir_or_warn(trainer, "config.yaml") is not None:
+            super().setup(trainer, pl_module, stage)
 
 
 class MNISTLitCLI(LightningCLI):
@@ -42,15 +56,32 @@ class MNISTLitCLI(LightningCLI):
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """The parser, without abbreviations: argparse would take --trainer.max_epoch for --trainer.max_epochs."""
         kwargs.setdefault("allow_abbrev", False)
+        others = "; ".join(f"{name} ({summary})" for name, (_, summary) in COMMANDS.items())
+        kwargs.setdefault("epilog", f"Other commands, each with its own --help: {others}.")
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """``--test_after_fit``, so that ``fit`` can end with the notebooks' test evaluation, or not."""
+        """``--test_after_fit``, so that ``fit`` can end with the notebooks' test evaluation, or not; and
+        ``--predict_figure``, which reaches the PredictionWriter wherever it sits in the callback list."""
         parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=True,
             help="After `fit`, evaluate the final (restored-best, if so configured) weights on the test set.",
+        )
+        parser.add_argument(
+            "--init_weights",
+            type=str | None,
+            default=None,
+            help="For `fit`: start a new run from this checkpoint's weights (fine-tuning); unlike --ckpt_path, the "
+            "optimizer, epochs and callbacks start afresh.",
+        )
+        parser.add_argument(
+            "--predict_figure",
+            type=bool | None,
+            default=None,
+            help="For `predict`: save figures/predictions.png (true) or not (false); unset, the PredictionWriter's "
+            "own save_figure decides.",
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -60,25 +91,118 @@ class MNISTLitCLI(LightningCLI):
         if subcommand:
             options = self.config[subcommand]
             check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
+            if subcommand == "fit" and options.get("ckpt_path"):
+                prepare_resume(options)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, with a progress bar that redraws every ``PROGRESS_BAR_REFRESH_RATE`` steps.
+        """The Trainer, writing checkpoints atomically, with a progress bar that redraws every
+        ``PROGRESS_BAR_REFRESH_RATE`` steps.
 
-        Only when the config neither switches the bar off nor brings a progress bar callback of its own (which wins,
-        so a config can still ask for ``TQDMProgressBar`` with ``refresh_rate: 1``).
+        Each only when the config does not bring its own: plugins, or a progress bar callback (which wins, so a config
+        can still ask for ``TQDMProgressBar`` with ``refresh_rate: 1``), or switches the bar off.
         """
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        prefix = f"{self.subcommand}." if self.subcommand else ""
+        trainer_config = self.config_init.get(f"{prefix}trainer") or {}
         callbacks = trainer_config.get("callbacks") or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs.setdefault("callbacks", [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE)])
+        if not trainer_config.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        """Keep ``checkpoints/last.ckpt`` at every epoch's end, say how to continue if the run is stopped, and load
+        ``--init_weights`` when given."""
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and not checkpoint.save_last:
+            checkpoint.save_last = True
+        self.trainer.callbacks.append(ResumeHint([str(c) for c in self.config.fit.get("config") or []]))
+        init_weights = self.config.fit.get("init_weights")
+        if init_weights:
+            load_weights(self.model, init_weights)
+
+    def before_predict(self) -> None:
+        """Apply ``--predict_figure`` to every PredictionWriter."""
+        choice = self.config.predict.get("predict_figure")
+        if choice is not None:
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, PredictionWriter):
+                    callback.save_figure = choice
+
+    def after_instantiate_classes(self) -> None:
+        """``predict --ckpt_path model.onnx``: ONNX Runtime runs the exported model in place of the configured network
+        (:class:`~mnist_lit.interop.onnx.OnnxPredictor`), and Lightning loads no checkpoint."""
+        ckpt_path = self.config_init.get(f"{self.subcommand}.ckpt_path") if self.subcommand else None
+        if self.subcommand == "predict" and is_onnx(ckpt_path):
+            from mnist_lit.interop.onnx import OnnxPredictor  # ONNX Runtime is an optional extra: import it only here
+
+            self.model = OnnxPredictor.for_config(ckpt_path, configured=type(self.model))
+            self.config_init.predict.ckpt_path = None
 
     def after_fit(self) -> None:
         """Evaluate on the test set right after training, as the notebooks do, unless switched off."""
         if self.config.fit.get("test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def is_onnx(ckpt_path: Any) -> bool:
+    """Whether ``--ckpt_path`` names an exported ONNX model rather than a checkpoint."""
+    return str(ckpt_path or "").lower().endswith(".onnx")
+
+
+class ResumeHint(Callback):
+    """When ``fit`` is stopped by Ctrl-C or SIGTERM, say which checkpoint holds the last finished epoch and how to
+    continue from it. Lightning stops at the next batch; the epoch under way is replayed from its start on resume."""
+
+    def __init__(self, configs: list[str]) -> None:
+        self.configs = configs
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        checkpoint = trainer.checkpoint_callback
+        last = Path(checkpoint.last_model_path) if checkpoint is not None and checkpoint.last_model_path else None
+        if last is None or not last.is_file():
+            rank_zero_info("Stopped before the first epoch finished: there is no checkpoint to continue from.")
+            return
+        saved_epoch = torch.load(last, map_location="cpu", weights_only=False, mmap=True)["epoch"]  # this run's own
+        configs = " ".join(f"--config {c}" for c in self.configs)
+        rank_zero_info(
+            f"Stopped during epoch {trainer.current_epoch} (counted from 0). {last} holds the end of epoch "
+            f"{saved_epoch}; continue the run, in the same folder, with the same options and:\n"
+            f"  python -m mnist_lit fit {configs} --ckpt_path {last}"
+        )
+
+
+def prepare_resume(options: Any) -> None:
+    """``fit --ckpt_path``: resolve ``last``, refuse a checkpoint of another configuration, and point the logger at
+    the checkpoint's own run folder, so that its curves, figures and ``metrics.json`` continue there."""
+    logger = options.trainer.get("logger")
+    logger_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if str(options.ckpt_path) == "last":
+        if logger_args is None or logger_args.get("save_dir") is None:
+            raise CheckpointError(
+                "--ckpt_path last needs a logger with a save_dir and name (the notebook configs have one)."
+            )
+        options.ckpt_path = str(latest_last_checkpoint(logger_args.save_dir, logger_args.get("name") or ""))
+    check_resumable(options.ckpt_path, options.model, options.data)
+    folder = run_folder_of(options.ckpt_path)
+    if folder is not None and logger_args is not None and {"save_dir", "name", "version"} <= set(logger_args.keys()):
+        logger_args.save_dir, logger_args.name, logger_args.version = str(folder.save_dir), folder.name, folder.version
+
+
+def load_weights(model: LightningModule, ckpt_path: str) -> None:
+    """Copy a checkpoint's weights into ``model`` (it must be the same network), nothing else."""
+    checkpoint = read_checkpoint(ckpt_path, option="--init_weights")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"--init_weights {ckpt_path}: its weights do not fit the configured network ({err})."
+        ) from err
+    rank_zero_info(f"Started from the weights of {ckpt_path}.")
 
 
 def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) -> None:
@@ -88,48 +212,35 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
     """
     if not ckpt_path:
         if subcommand != "fit":
-            raise UserInputError(
+            raise CheckpointError(
                 f"`{subcommand}` needs --ckpt_path: without a checkpoint the network has random weights. Runs keep "
                 "theirs in lightning_logs/<name>/version_N/checkpoints/."
             )
         return
     if "://" in str(ckpt_path):  # a remote checkpoint: Lightning reads it through fsspec
         return
+    if is_onnx(ckpt_path):  # an exported model: `predict` runs it in ONNX Runtime (see after_instantiate_classes)
+        if subcommand != "predict":
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: an ONNX model can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
+            )
+        return
     if str(ckpt_path) in SPECIAL_CKPT_PATHS:
         if subcommand != "fit":
-            raise UserInputError(
+            raise CheckpointError(
                 f"--ckpt_path {ckpt_path} only means something after a `fit` in the same process; give a checkpoint "
                 "file (lightning_logs/<name>/version_N/checkpoints/*.ckpt)."
             )
         return
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise UserInputError(
-            f"--ckpt_path {path}: no such file. Runs keep theirs in lightning_logs/<name>/version_N/checkpoints/."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
-        raise UserInputError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: {err}).") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserInputError(f"--ckpt_path {path}: not a Lightning checkpoint (it has no state_dict).")
-    saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    checkpoint = read_checkpoint(ckpt_path)
+    saved = class_path_of(checkpoint)
     configured = getattr(model_config, "class_path", None) if model_config is not None else None
-    if saved and configured and _resolve(saved) != _resolve(configured):
-        raise UserInputError(
-            f"--ckpt_path {path} holds a {saved.rsplit('.', 1)[-1]}, but the config selects "
+    if saved and configured and resolve_class(saved) != resolve_class(configured):
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path} holds a {saved.rsplit('.', 1)[-1]}, but the config selects "
             f"{configured.rsplit('.', 1)[-1]}. Use the config the checkpoint was trained with (the run folder keeps "
             "it as config.yaml), or set model.class_path to match."
         )
-
-
-def _resolve(class_path: str) -> Any:
-    """The class a dotted path names, so that two spellings of one class compare equal; else the path itself."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return class_path
 
 
 def _show_package_logs() -> None:
@@ -157,11 +268,36 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
     )
 
 
+#: The commands beyond LightningCLI's subcommands, each a ``module:function`` taking its own arguments. They are
+#: imported only when used, so that ``fit`` never pays for ONNX, Keras or a web server.
+COMMANDS = {
+    "import-keras": (
+        "mnist_lit.interop.commands:import_keras",
+        "a Keras model (.keras, .h5, .weights.h5) to a checkpoint",
+    ),
+    "export": ("mnist_lit.interop.commands:export", "a checkpoint to ONNX or Keras"),
+    "serve": ("mnist_lit.serve.command:main", "a web page to draw digits on, and an HTTP API"),
+}
+
+
+def run_command(name: str, args: list[str]) -> None:
+    """Run one of :data:`COMMANDS` with its own arguments."""
+    target, _ = COMMANDS[name]
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)(args)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
     _show_package_logs()
+    argv = sys.argv[1:] if args is None else list(args)
     try:
-        build_cli(args)
-    except (UserInputError, MNISTUnavailableError, IdxFileError, PredictInputError) as err:
+        if argv and argv[0] in COMMANDS:
+            run_command(argv[0], argv[1:])
+        else:
+            build_cli(None if args is None else argv)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except SIGTERMException:
+        raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code for "ended by SIGTERM", not success

@@ -21,7 +21,7 @@ from mnist_lit.data.acquire import (
     ensure_mnist_files,
 )
 from mnist_lit.data.datamodule import MNISTDataModule
-from tests.conftest import TinyMNIST, make_tiny_mnist
+from tests.helpers import TinyMNIST, make_tiny_mnist
 
 
 def _csv(tiny: TinyMNIST, split: str) -> bytes:

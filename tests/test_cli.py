@@ -13,7 +13,7 @@ import yaml
 
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
 from mnist_lit.models import CompactCNN
-from tests.conftest import CONFIGS, TinyMNIST, exit_code, runs
+from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
 

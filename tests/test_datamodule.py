@@ -10,7 +10,7 @@ import torch
 
 from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, MNISTDataModule
 from mnist_lit.models import CompactCNN
-from tests.conftest import TinyMNIST
+from tests.helpers import TinyMNIST
 
 
 def _dm(tiny: TinyMNIST, **kwargs) -> MNISTDataModule:
@@ -102,14 +102,6 @@ def test_normalization_travels_with_the_checkpoint(tiny_mnist: TinyMNIST, caplog
 def test_setup_without_the_files_says_what_to_do(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="MNIST files missing from .*Run prepare_data"):
         MNISTDataModule(data_dir=tmp_path).setup()
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "option"), [({"batch_size": 0}, "batch_size"), ({"val_fraction": 1.0}, "val_fraction")]
-)
-def test_bad_options_are_named(kwargs: dict, option: str) -> None:
-    with pytest.raises(ValueError, match=f"data.{option}"):
-        MNISTDataModule(**kwargs)
 
 
 def test_keep_on_device_serves_batches_from_the_training_device(tiny_mnist: TinyMNIST) -> None:

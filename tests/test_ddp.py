@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, REPO_ROOT, make_tiny_mnist
+from tests.helpers import CONFIGS, REPO_ROOT, make_tiny_mnist
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from mnist_lit.data.files import (
     maybe_gunzip,
     verify_idx_bytes,
 )
-from tests.conftest import synthetic_digits
+from tests.helpers import synthetic_digits
 
 
 def _images(n: int = 5) -> tuple[bytes, IdxFileSpec]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.models import CompactCNN, KerasReportCNN
-from tests.conftest import TinyMNIST
+from tests.helpers import TinyMNIST
 
 
 def _layer_params(model: pl.LightningModule) -> list[int]:

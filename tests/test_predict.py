@@ -27,11 +27,11 @@ from mnist_lit.data.images import (
     read_input_file,
 )
 from mnist_lit.models import CompactCNN
-from tests.conftest import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, runs
+from tests.helpers import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, runs
 
 COMPACT = str(CONFIGS / "compact.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
-NO_FIGURE = ["--trainer.callbacks.save_figure", "false"]  # applies to the last callback, PredictionWriter
+NO_FIGURE = ["--predict_figure", "false"]
 
 # Strokes of three digit-like shapes, in a unit box: (x, y) from the top left.
 SHAPES = {

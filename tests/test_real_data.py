@@ -1,4 +1,5 @@
-"""On the real MNIST files (from ../shared/data/MNIST/raw when present): counts, checksums, split, learning."""
+"""On the real MNIST files (``$MNIST_LIT_REAL_RAW`` or ``data/MNIST/raw``, when present): counts, checksums, split,
+learning."""
 
 from __future__ import annotations
 
@@ -20,16 +21,12 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 @pytest.fixture(scope="module")
-def real_mnist(tmp_path_factory: pytest.TempPathFactory) -> MNISTDataModule:
-    from tests.conftest import REAL_RAW_DIR
-
-    if not all((REAL_RAW_DIR / f"{spec.filename}.gz").is_file() for spec in MNIST_FILES):
-        pytest.skip(f"real MNIST files not found in {REAL_RAW_DIR}")
+def real_mnist(real_raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> MNISTDataModule:
     root = tmp_path_factory.mktemp("real")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for spec in MNIST_FILES:
-        shutil.copy(REAL_RAW_DIR / f"{spec.filename}.gz", raw)
+        shutil.copy(real_raw_dir / f"{spec.filename}.gz", raw)
     dm = MNISTDataModule(data_dir=root, download=False, val_split="keras", batch_size=128)
     dm.prepare_data()  # verifies each file against the published size and SHA-256, then decompresses it
     dm.setup()

@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_lit import plots
 from mnist_lit.cli import main
-from tests.conftest import CONFIGS, TinyMNIST
+from tests.helpers import CONFIGS, TinyMNIST, runs
 
 FIGURES = ("train_samples", "training_curves", "confusion_matrix", "test_predictions", "misclassified")
 
 
 @pytest.fixture
-def finished_run(tiny_mnist: TinyMNIST) -> Path:
+def finished_run(tiny_mnist: TinyMNIST, monkeypatch: pytest.MonkeyPatch) -> Path:
+    drawn: list[np.ndarray] = []  # the matrices the heatmap figure is drawn from
+    heatmap = plots.confusion_heatmap
+    monkeypatch.setattr(
+        plots, "confusion_heatmap", lambda cm, *a, **k: drawn.append(np.array(cm)) or heatmap(cm, *a, **k)
+    )
     main(
         ["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epochs", "2",
          "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
     )  # fmt: skip
     (run,) = Path("lightning_logs/compact").glob("version_*")
+    np.save(run / "heatmap_input.npy", np.stack(drawn))
     return run
+
+
+def test_figures_tensorboard_and_metrics_json_report_one_evaluation(finished_run: Path) -> None:
+    report = json.loads((finished_run / "metrics.json").read_text())
+    (drawn,) = np.load(finished_run / "heatmap_input.npy")
+    assert drawn.tolist() == report["confusion_matrix"]  # the figure is the matrix metrics.json holds
+    events = EventAccumulator(str(finished_run), size_guidance={"scalars": 0})
+    events.Reload()
+    for name, value in report["geometric"].items():  # TensorBoard keeps float32: the same number, rounded so
+        (logged,) = events.Scalars(f"test/{name}")
+        assert logged.value == np.float32(value), name
+    for kind in ("precision", "recall"):
+        for digit, value in enumerate(report["per_class"][kind]):
+            (logged,) = events.Scalars(f"test_per_class/{kind}_{digit}")
+            assert logged.value == np.float32(value), (kind, digit)
+    (acc,) = events.Scalars("test/acc")
+    assert acc.value == np.float32(report["test_acc"])
 
 
 def test_every_figure_is_a_readable_png_of_a_sensible_size(finished_run: Path) -> None:
@@ -54,3 +81,32 @@ def test_tensorboard_holds_scalars_histograms_figures_and_hparams(finished_run: 
 
     assert {f"figures/{name}" for name in FIGURES} <= set(tags["images"])
     assert (finished_run / "hparams.yaml").read_text().count("lr:") == 1
+
+
+def test_metrics_json_takes_fit_facts_from_lightning_not_from_other_callbacks(tiny_mnist: TinyMNIST) -> None:
+    config = yaml.safe_load((CONFIGS / "keras_report.yaml").read_text())
+    optional = ("EpochTimer", "RestoreBestWeights", "GeometricErrorCallback", "ReportFigures", "WeightHistograms")
+    callbacks = config["trainer"]["callbacks"]
+    config["trainer"]["callbacks"] = [c for c in callbacks if not c["class_path"].endswith(optional)]
+    assert len(config["trainer"]["callbacks"]) == len(callbacks) - len(optional)
+    Path("lean.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", "lean.yaml", "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false",
+          "--data.eval_batch_size", "16", "--data.batch_size", "32"])  # fmt: skip
+    (run,) = runs("keras_report")
+    report = json.loads((run / "metrics.json").read_text())
+    assert None not in report.values(), report
+    assert report["epochs_run"] == 3 and len(report["seconds_per_epoch"]) == 3
+    assert report["monitor"] == "val/loss" and 0 <= report["best_epoch"] < 3
+    assert Path(report["best_checkpoint"]).is_file() and f"best-{report['best_epoch']}-" in report["best_checkpoint"]
+    assert report["geometric"]["trace_accuracy"] == pytest.approx(report["test_acc"])
+
+
+def test_a_writer_given_a_foreign_module_says_so_at_start_up(tiny_mnist: TinyMNIST) -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from mnist_lit.callbacks import MetricsReport
+
+    trainer = pl.Trainer(fast_dev_run=True, callbacks=[MetricsReport()], logger=False, enable_progress_bar=False)
+    with pytest.raises(TypeError, match="MetricsReport reads the evaluation an mnist_lit network computes"):
+        trainer.fit(BoringModel())

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from mnist_lit.callbacks import RestoreBestWeights
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.models import CompactCNN
-from tests.conftest import TinyMNIST
+from tests.helpers import TinyMNIST
 
 GOOD_EPOCHS = 3
 

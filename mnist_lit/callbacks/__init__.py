@@ -6,7 +6,7 @@ from mnist_lit.callbacks.histograms import WeightHistograms
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.report import MetricsReport
 from mnist_lit.callbacks.restore_best import RestoreBestWeights
-from mnist_lit.callbacks.timing import EpochTimer, TrainingPassTimer
+from mnist_lit.callbacks.timing import EpochTimer
 
 __all__ = [
     "EpochTimer",
@@ -15,6 +15,5 @@ __all__ = [
     "PredictionWriter",
     "ReportFigures",
     "RestoreBestWeights",
-    "TrainingPassTimer",
     "WeightHistograms",
 ]

@@ -14,9 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from mnist_lit import plots
-from mnist_lit.callbacks.outputs import emit_figure, find_callback
-from mnist_lit.callbacks.restore_best import RestoreBestWeights
-from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.callbacks.outputs import best_checkpoint, emit_figure, require_classifier
 
 
 class ReportFigures(Callback):
@@ -44,10 +42,14 @@ class ReportFigures(Callback):
         self._random: list[tuple[np.ndarray, int, int, float]] = []
         self._mistakes: list[tuple[np.ndarray, int, int, float]] = []
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_classifier(self, pl_module)
+
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A grid of training images with their labels, as both notebooks show first."""
-        self.history.clear()
+        if trainer.ckpt_path is None:  # a resumed fit keeps the curves' earlier epochs (see load_state_dict)
+            self.history.clear()
         dataset = getattr(trainer.datamodule, "data_train", None)
         if dataset is None:
             return
@@ -74,11 +76,10 @@ class ReportFigures(Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Loss and accuracy curves per epoch, train beside val, the restored epoch marked."""
+        """Loss and accuracy curves per epoch, train beside val, the best checkpoint's epoch marked."""
         if not self.history:
             return
-        restore = find_callback(trainer, RestoreBestWeights)
-        best = restore.best_epoch if restore is not None else None
+        best = best_checkpoint(trainer).get("best_epoch")
         emit_figure(trainer, "training_curves", plots.training_curves(self.history, best_epoch=best), self.dpi)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -113,12 +114,11 @@ class ReportFigures(Callback):
     def _sample(images: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, i: int) -> tuple:
         return images[i].numpy(), int(labels[i]), int(preds[i]), float(conf[i])
 
+    @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The confusion matrix (gathered on every process, a collective call), then the grids, on process 0."""
-        cm = pl_module.confusion_matrix("test").cpu().numpy() if isinstance(pl_module, MNISTClassifier) else None
-        if not trainer.is_global_zero:
-            return
-        if cm is not None:
+        """The module's test confusion matrix (summed over all processes), then the grids of process 0's samples."""
+        if "test" in pl_module.evaluations:
+            cm = np.array(pl_module.evaluation("test")["confusion_matrix"])
             emit_figure(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"), self.dpi)
         if self._random:
             images, titles, colors = self._grid(self._random, with_confidence=False)
@@ -137,3 +137,10 @@ class ReportFigures(Callback):
         titles = [f"{t} / {p}" + (f" ({c:.0%})" if with_confidence else "") for _, t, p, c in samples]
         colors = ["black" if t == p else "red" for _, t, p, _ in samples]
         return images, titles, colors
+
+    def state_dict(self) -> dict[str, Any]:
+        """The curves' values so far, so that a resumed run's figure shows every epoch."""
+        return {"history": {metric: dict(values) for metric, values in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = defaultdict(dict, {k: dict(v) for k, v in state_dict.get("history", {}).items()})

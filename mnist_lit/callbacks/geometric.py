@@ -1,4 +1,4 @@
-"""Notebook B's geometric errors, and per-class metrics, logged from each val and test confusion matrix."""
+"""Notebook B's confusion-matrix view of a run: per-class metrics in TensorBoard, the commonest confusions printed."""
 
 from __future__ import annotations
 
@@ -6,50 +6,31 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from mnist_lit.callbacks.outputs import tensorboard_writer
-from mnist_lit.metrics import evaluation_summary
-from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.callbacks.outputs import require_classifier, tensorboard_writer
 
 
 class GeometricErrorCallback(Callback):
-    """Log trace accuracy, MAE, MSE, off-diagonal mass, per-class precision and recall for val and test.
+    """Write what the module's evaluation says beyond its logged scalars, for val and test.
 
-    It reads the epoch's confusion matrix from the module's torchmetrics ``MulticlassConfusionMatrix``, already
-    summed over all processes, so every rank logs the same exact numbers. After a test, the most frequent
-    confusions are printed as (true, predicted, count).
-
-    Args:
-        top_k: how many of the most frequent confusions to report.
+    The module computes each epoch's evaluation once (:meth:`MNISTClassifier._evaluate`) and logs notebook B's
+    geometric errors (trace accuracy, MAE, MSE, off-diagonal mass) itself; this callback adds the per-class precision
+    and recall to TensorBoard (``<stage>_per_class/...``), and after a test prints the geometric errors with the most
+    frequent confusions as (true, predicted, count).
     """
 
-    def __init__(self, top_k: int = 5) -> None:
-        self.top_k = top_k
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_classifier(self, pl_module)
 
-    def _log(self, stage: str, pl_module: pl.LightningModule) -> dict:
-        if not isinstance(pl_module, MNISTClassifier):
-            raise TypeError("GeometricErrorCallback needs an MNISTClassifier, which keeps the confusion matrices")
-        summary = evaluation_summary(pl_module.confusion_matrix(stage).cpu(), self.top_k)
-        metrics = {f"{stage}/{name}": value for name, value in summary["geometric"].items()}
-        pl_module.log_dict(metrics, on_epoch=True, sync_dist=False)
-        self._log_per_class(pl_module.trainer, stage, summary["per_class"])
-        return summary
-
-    @staticmethod
     @rank_zero_only
-    def _log_per_class(trainer: pl.Trainer, stage: str, per_class: dict[str, list[float]]) -> None:
-        """Per-class values go straight to TensorBoard: 20 more rows would swamp the printed test table."""
-        writer = tensorboard_writer(trainer)
-        if writer is None or trainer.sanity_checking:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._log_per_class(trainer, "val", pl_module)
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        summary = self._log_per_class(trainer, "test", pl_module)
+        if summary is None:
             return
-        for kind, values in per_class.items():
-            for digit, value in enumerate(values):
-                writer.add_scalar(f"{stage}_per_class/{kind}_{digit}", value, global_step=trainer.global_step)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log("val", pl_module)
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        summary = self._log("test", pl_module)
         g = summary["geometric"]
         confusions = ", ".join(f"{c['true']}->{c['predicted']} x{c['count']}" for c in summary["top_confusions"])
         rank_zero_info(
@@ -57,3 +38,15 @@ class GeometricErrorCallback(Callback):
             f"MAE {g['mae']:.4f}, MSE {g['mse']:.4f}, off-diagonal mass {g['off_diagonal_mass']:.4f}; "
             f"most frequent confusions (true->predicted): {confusions or 'none'}"
         )
+
+    @staticmethod
+    def _log_per_class(trainer: pl.Trainer, stage: str, pl_module: pl.LightningModule) -> dict | None:
+        """Per-class values go straight to TensorBoard: 20 more rows would swamp the printed test table."""
+        summary = pl_module.evaluations.get(stage)
+        writer = tensorboard_writer(trainer)
+        if summary is None or writer is None:
+            return summary
+        for kind, values in summary["per_class"].items():
+            for digit, value in enumerate(values):
+                writer.add_scalar(f"{stage}_per_class/{kind}_{digit}", value, global_step=trainer.global_step)
+        return summary

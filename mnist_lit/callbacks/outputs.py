@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
-
-CallbackT = TypeVar("CallbackT", bound=Callback)
 
 
 def run_dir(trainer: pl.Trainer) -> Path | None:
@@ -60,19 +58,26 @@ def emit_figure(trainer: pl.Trainer, name: str, fig: Figure, dpi: int) -> Path |
     return out
 
 
-def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT | None:
-    """The trainer's first callback of type ``kind``, if it has one."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)
+def require_classifier(callback: Callback, pl_module: pl.LightningModule) -> None:
+    """Fail at start-up, with a message, when ``callback`` is given a module without the evaluation it reads."""
+    from mnist_lit.models.base import MNISTClassifier  # the models import nothing from the callbacks
+
+    if not isinstance(pl_module, MNISTClassifier):
+        raise TypeError(
+            f"{type(callback).__name__} reads the evaluation an mnist_lit network computes; "
+            f"{type(pl_module).__name__} is not one (use a network from mnist_lit.models)."
+        )
 
 
-class RunConfigSaver(SaveConfigCallback):
-    """LightningCLI's config saver, writing ``config.yaml`` only into a run's own folder.
-
-    Each run gets a new ``version_N`` folder, so overwriting is safe there (and re-running with a fixed
-    version does not fail); without a logger the stock saver would write ``./config.yaml``, perhaps over a file
-    of the user's, so nothing is saved then.
-    """
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if run_dir_or_warn(trainer, "config.yaml") is not None:
-            super().setup(trainer, pl_module, stage)
+def best_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:
+    """What Lightning's ``ModelCheckpoint`` knows of the best checkpoint: its path, and, when it monitors a metric,
+    that metric's name and score and the checkpoint's epoch (from 0). Empty when there is no checkpoint."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.best_model_path:
+        return {}
+    facts: dict[str, Any] = {"best_checkpoint": callback.best_model_path}
+    if callback.monitor is not None and callback.best_model_score is not None:
+        # This run's own checkpoint, just written by this process; it may pickle the data module's hyperparameters.
+        saved = torch.load(callback.best_model_path, map_location="cpu", weights_only=False, mmap=True)
+        facts.update(monitor=callback.monitor, best_score=float(callback.best_model_score), best_epoch=saved["epoch"])
+    return facts

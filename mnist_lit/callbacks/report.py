@@ -12,19 +12,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.callbacks.outputs import find_callback, run_dir_or_warn
-from mnist_lit.callbacks.restore_best import RestoreBestWeights
-from mnist_lit.callbacks.timing import EpochTimer
-from mnist_lit.metrics import evaluation_summary
-from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.callbacks.outputs import best_checkpoint, require_classifier, run_dir_or_warn
+from mnist_lit.callbacks.timing import EpochClock
 
 
 class MetricsReport(Callback):
     """After each test, write ``<run folder>/metrics.json`` atomically.
 
-    It holds the test loss and accuracy, the confusion matrix, the geometric and per-class metrics, where the
-    weights came from (a checkpoint, or the model in memory right after ``fit``), the best epoch, the epochs
-    run and their durations (after a ``fit`` in the same process), and the configuration of the run.
+    It holds the test loss and accuracy, the module's evaluation of the test set (confusion matrix, geometric and
+    per-class metrics, top confusions: the numbers the figures and TensorBoard show), where the weights came from
+    (a checkpoint, or the model in memory right after ``fit``), and the configuration of the run as it was used.
+    After a ``fit`` in the same process it adds what Lightning knows of the fit (epochs run, the best checkpoint,
+    its monitored score and epoch) and the seconds each epoch took.
 
     Args:
         filename: the file's name inside the run folder.
@@ -32,41 +31,65 @@ class MetricsReport(Callback):
 
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
+        self.clock = EpochClock()
+        self._fitted = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_classifier(self, pl_module)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fitted = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.start()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.stop()
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Gather the matrix on every process (a collective call), then write the file on process 0."""
-        if not isinstance(pl_module, MNISTClassifier):
+        """Write the file on process 0 from the evaluation the module computed once, on every process."""
+        if not trainer.is_global_zero or "test" not in pl_module.evaluations:
             return
-        cm = pl_module.confusion_matrix("test").cpu()
-        folder = run_dir_or_warn(trainer, self.filename) if trainer.is_global_zero else None
+        folder = run_dir_or_warn(trainer, self.filename)
         if folder is None:
             return
         metrics = trainer.callback_metrics
-        restore = find_callback(trainer, RestoreBestWeights)
-        timer = find_callback(trainer, EpochTimer)
-        trained_here = timer is not None and bool(timer.epoch_seconds)
-        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         report: dict[str, Any] = {
             "test_loss": float(metrics["test/loss"]),
             "test_acc": float(metrics["test/acc"]),
-            **evaluation_summary(cm),
+            **pl_module.evaluation("test"),
             "weights": str(trainer.ckpt_path) if trainer.ckpt_path else "the model in memory at the end of fit",
-            "best_epoch": restore.best_epoch if restore is not None else None,
-            "best_checkpoint": checkpoint if trained_here else None,
-            "epochs_run": len(timer.epoch_seconds) if trained_here else None,
-            "seconds_per_epoch": [round(s, 3) for s in timer.epoch_seconds] if trained_here else None,
             "model": type(pl_module).__name__,
             "config": self._config(folder, trainer, pl_module),
         }
+        if self._fitted and not trainer.ckpt_path:
+            report.update(
+                epochs_run=trainer.current_epoch,
+                **best_checkpoint(trainer),
+                seconds_per_epoch=[round(s, 3) for s in self.clock.seconds],
+            )
         out = folder / self.filename
         atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
         rank_zero_info(f"Wrote {out}")
 
     @staticmethod
     def _config(folder: Path, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """The CLI's saved config.yaml when there is one, else the model's and data's hyperparameters."""
+        """The CLI's saved config.yaml (else the model's and data's hyperparameters), with the normalization that
+        was used: a checkpoint's own wins over the configured one."""
         saved = folder / "config.yaml"
-        if saved.is_file():
-            return yaml.safe_load(saved.read_text())
         data = getattr(trainer, "datamodule", None)
-        return {"model": dict(pl_module.hparams), "data": dict(data.hparams) if data is not None else None}
+        if saved.is_file():
+            config = yaml.safe_load(saved.read_text())
+        else:
+            config = {"model": dict(pl_module.hparams), "data": dict(data.hparams) if data is not None else None}
+        used = getattr(data, "normalization", None)
+        if used is not None and isinstance(config.get("data"), dict):
+            config["data"]["normalization"] = used
+        return config
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs' durations, so that a resumed run's ``metrics.json`` lists every epoch of the run."""
+        return {"seconds_per_epoch": list(self.clock.seconds)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.clock.seconds = list(state_dict.get("seconds_per_epoch", []))

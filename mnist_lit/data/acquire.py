@@ -35,6 +35,7 @@ from mnist_lit.data.files import (
     maybe_gunzip,
     verify_idx_bytes,
 )
+from mnist_lit.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class SourceError(RuntimeError):
     """A source could not provide a file (unreachable, missing, unreadable)."""
 
 
-class MNISTUnavailableError(RuntimeError):
+class MNISTUnavailableError(UserError):
     """No source gave a verified copy of some MNIST file."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.data import files
@@ -49,6 +50,37 @@ class TensorImageDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, device=self.images.device)
         return self.images[index].unsqueeze(1), self.labels[index]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh random order of ``n`` indices each epoch, drawn from ``seed`` and the epoch number alone.
+
+    A resumed run therefore shuffles epoch k exactly as the uninterrupted run did, however many times the process
+    started; Lightning calls :meth:`set_epoch` before each training epoch (under DDP, its sampler wrapper shards this
+    order per rank). A DataLoader's own ``shuffle=True`` would draw each epoch's order from one generator created with
+    the loader, and so restart from the first epoch's order after a resume.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)  # as DistributedSampler derives its own
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def own_generator(seed: int) -> torch.Generator:
+    """A generator for a DataLoader's own draws (its workers' base seed), so that creating a loader never consumes
+    the global random state: that state drives dropout, and a resumed run restores it (see MNISTClassifier)."""
+    return torch.Generator().manual_seed(seed)
 
 
 def keep_batch(batch: Any) -> Any:
@@ -98,11 +130,6 @@ class MNISTDataModule(LightningDataModule):
         predict_invert: InvertMode = "auto",
     ) -> None:
         super().__init__()
-        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise ValueError(f"data.{option} must be a positive number of images, got {value}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.normalization: Normalization = normalization
@@ -201,13 +228,13 @@ class MNISTDataModule(LightningDataModule):
         return order[: n - n_val].sort().values, order[n - n_val :].sort().values
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches, reshuffled each epoch from the seeded generator (Lightning shards them under DDP)."""
-        generator = torch.Generator().manual_seed(self.hparams.seed)
+        """Shuffled batches, in an order that depends only on the seed and the epoch (see EpochShuffleSampler)."""
+        dataset = self._ready(self.data_train)
         return DataLoader(
-            self._ready(self.data_train),
+            dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=True,
-            generator=generator,
+            sampler=EpochShuffleSampler(len(dataset), self.hparams.seed),
+            generator=own_generator(self.hparams.seed),
             collate_fn=keep_batch,
         )
 
@@ -235,7 +262,13 @@ class MNISTDataModule(LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
-        return DataLoader(dataset, batch_size=self.hparams.eval_batch_size, sampler=sampler, collate_fn=keep_batch)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.eval_batch_size,
+            sampler=sampler,
+            generator=own_generator(self.hparams.seed),
+            collate_fn=keep_batch,
+        )
 
     def _ready(self, dataset: TensorImageDataset | None) -> TensorImageDataset:
         if dataset is None:

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_lit.errors import UserError
+
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 
 
-class IdxFileError(ValueError):
+class IdxFileError(UserError, ValueError):
     """An IDX file (or the bytes of one) is not the file it should be."""
 
 

@@ -9,14 +9,17 @@ a plain function of arrays and paths, with no Lightning inside.
 from __future__ import annotations
 
 import glob
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.errors import UserError
 
 InvertMode = Literal["auto", "always", "never"]
 
@@ -33,7 +36,7 @@ MIN_CONTRAST = 32.0
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-class PredictInputError(RuntimeError):
+class PredictInputError(UserError):
     """``data.predict_path`` gave nothing that can be predicted: no files, or none of them readable."""
 
 
@@ -118,14 +121,41 @@ def read_picture(path: Path) -> np.ndarray:
     Phone photos are turned upright by their EXIF orientation, and transparent pixels count as white paper, so a
     dark digit drawn on a transparent canvas reads as dark on light. Only the first frame of an animation is read.
     """
+    return decode_picture(path)
+
+
+def read_picture_bytes(data: bytes, max_pixels: int, formats: Sequence[str] | None = None) -> np.ndarray:
+    """A picture received as bytes (an upload), read as :func:`read_picture` reads a file.
+
+    A picture of more than ``max_pixels`` pixels is refused from its header, before anything is decoded. The limit
+    is this call's own: Pillow's ``Image.MAX_IMAGE_PIXELS`` is one setting for the whole process, and lowering it
+    per request would race between threads and change what every other reader in the process accepts.
+    ``formats`` (Pillow's names, such as ``"PNG"``) are the only decoders allowed to run, when given.
+    """
+    return decode_picture(io.BytesIO(data), max_pixels, formats)
+
+
+def decode_picture(
+    source: Path | BinaryIO, max_pixels: int | None = None, formats: Sequence[str] | None = None
+) -> np.ndarray:
+    """A picture, from a file or a stream, as float32 grey levels (H x W); see :func:`read_picture`."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(source, formats=formats) as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise InputReadError(
+                    f"too large: {width} x {height} pixels, over the limit of {max_pixels:,} (refused before decoding)"
+                )
             opened.load()
             img = ImageOps.exif_transpose(opened)
+    except InputReadError:
+        raise
     except Image.DecompressionBombError as err:
         raise InputReadError(f"too large to read safely ({err})") from err
     except Exception as err:  # Pillow raises many types for a bad file; all mean the same to the user
         if isinstance(err, Image.UnidentifiedImageError):
+            if formats is not None:
+                raise InputReadError(f"not an image of a supported format ({', '.join(formats)})") from err
             raise InputReadError("not an image Pillow can read (arrays must be named *.npy)") from err
         raise InputReadError(f"not a readable image ({type(err).__name__}: {err})") from err
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:

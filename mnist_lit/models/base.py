@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from mnist_lit.metrics import evaluation_summary
+
 STAGES = ("train", "val", "test")
 
 
@@ -71,6 +73,9 @@ class MNISTClassifier(LightningModule):
             {f"{s}_cm": MulticlassConfusionMatrix(num_classes=10, validate_args=False) for s in ("val", "test")}
         )
         self._logged_this_epoch: set[str] = set()
+        self._resumed_rng_state: dict[str, Any] | None = None
+        #: The latest evaluation of each of ``val`` and ``test`` (see :meth:`_evaluate`), for the report writers.
+        self.evaluations: dict[str, dict[str, Any]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of normalized images (N x 1 x 28 x 28)."""
@@ -83,9 +88,8 @@ class MNISTClassifier(LightningModule):
 
         The metric objects accumulate over the epoch and are synchronized across processes when computed, so epoch
         values are exact under DDP whatever the shard sizes. Lightning computes a logged Metric from all of the
-        epoch's updates at the epoch's end, so each is logged once per epoch, not once per step: every
-        ``self.log`` call costs about 0.3 ms of Lightning's bookkeeping (measured: 3 calls per step made a compact
-        network's epoch 1.2x as long as a bare PyTorch loop's on 2 CPU cores).
+        epoch's updates at the epoch's end, so each is logged once per epoch, not once per step: each ``self.log``
+        call costs Lightning's bookkeeping, a measurable share of a small network's step (see the benchmark page).
         """
         images, labels = batch
         logits = self(images)
@@ -99,10 +103,6 @@ class MNISTClassifier(LightningModule):
             self._logged_this_epoch.add(stage)
             self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=True)
             self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
-        trainer = self._trainer
-        # Lightning writes step values when (steps taken + 1) is a multiple of log_every_n_steps: log just then.
-        if stage == "train" and trainer is not None and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
-            self.log("train/batch_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return {"loss": loss, "logits": logits.detach()}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -121,27 +121,75 @@ class MNISTClassifier(LightningModule):
         """Class probabilities (N x 10), as Keras' ``predict`` returns them."""
         return self(batch[0]).softmax(dim=1)
 
+    def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Any, batch_idx: int) -> None:
+        """Log the batch's loss on the steps whose values Lightning writes (every ``log_every_n_steps``-th, counted
+        after the optimizer step), which draws the same curve without paying for the calls it would drop."""
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            self.log("train/batch_loss", outputs["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True)
+
     def on_train_epoch_start(self) -> None:
-        """Log the training metrics again in this epoch (see ``_shared_step``)."""
+        """Log the training metrics again in this epoch (see ``_shared_step``); after a resume, first put back the
+        random state the interrupted run had at this point."""
         self._logged_this_epoch.discard("train")
+        if self._resumed_rng_state is not None:
+            set_rng_state(self._resumed_rng_state)
+            self._resumed_rng_state = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random state that the next training epoch starts from (it draws the dropout masks).
+
+        Checkpoints are written at an epoch's end, after its validation; nothing draws from this state between then
+        and the next epoch's first step (the data loaders have generators of their own), so a run resumed from the
+        checkpoint draws the same masks as the run that never stopped.
+        """
+        checkpoint["rng_state"] = get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the saved random state until the resumed fit's first epoch starts (restoring it earlier would let
+        the sanity check and set-up draw from it)."""
+        self._resumed_rng_state = checkpoint.get("rng_state")
 
     def on_validation_epoch_start(self) -> None:
-        """A fresh confusion matrix: reset here, not at epoch end, so callbacks can read the finished epoch's
-        matrix at its end, and the sanity-check batches never leak into the first epoch."""
-        self._logged_this_epoch.discard("val")
-        self.confusion["val_cm"].reset()
+        """A fresh confusion matrix, so the sanity-check batches never leak into the first epoch."""
+        self._start_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
         """A test starts from an empty matrix, also when it follows a fit in the same process."""
-        self._logged_this_epoch.discard("test")
-        self.confusion["test_cm"].reset()
+        self._start_evaluation("test")
 
-    def confusion_matrix(self, stage: str) -> Tensor:
-        """The stage's confusion matrix (rows: true class, columns: predicted), summed over all processes.
+    def on_validation_epoch_end(self) -> None:
+        """The epoch's evaluation: see :meth:`_evaluate`."""
+        self._evaluate("val")
 
-        Under DDP this is a collective call: every process must make it, not only process 0.
+    def on_test_epoch_end(self) -> None:
+        """The test's evaluation: see :meth:`_evaluate`."""
+        self._evaluate("test")
+
+    def _start_evaluation(self, stage: str) -> None:
+        self._logged_this_epoch.discard(stage)
+        self.confusion[f"{stage}_cm"].reset()
+        self.evaluations.pop(stage, None)
+
+    def _evaluate(self, stage: str) -> None:
+        """Compute the stage's evaluation once, log its geometric metrics, and keep it in :attr:`evaluations`.
+
+        The confusion matrix is summed over all processes (a collective call, made here on every process, once),
+        and everything the report says about it is derived from it in one place: the geometric metrics logged
+        here (so they reach the progress bar, the test table, TensorBoard and ``callback_metrics``), and the
+        per-class metrics and top confusions that the writers (figures, ``metrics.json``) read after the epoch.
         """
-        return self.confusion[f"{stage}_cm"].compute()
+        cm = self.confusion[f"{stage}_cm"].compute().cpu()
+        if cm.sum() == 0:
+            return
+        summary = evaluation_summary(cm)
+        self.evaluations[stage] = summary
+        self.log_dict({f"{stage}/{name}": value for name, value in summary["geometric"].items()}, sync_dist=False)
+
+    def evaluation(self, stage: str) -> dict[str, Any]:
+        """The latest finished evaluation of ``stage`` (``val`` or ``test``), as :func:`evaluation_summary` gives it."""
+        if stage not in self.evaluations:
+            raise RuntimeError(f"no {stage} evaluation has finished yet: read it after the {stage} epoch ends")
+        return self.evaluations[stage]
 
     def configure_optimizers(self) -> Any:
         """Adam with Keras' defaults, and OneCycleLR over the whole run when ``lr_schedule`` asks for it."""
@@ -155,3 +203,18 @@ class MNISTClassifier(LightningModule):
             optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global random state that training draws from: PyTorch's CPU generator, and each GPU's when in use."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back a state from :func:`get_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,8 +1,10 @@
 """Benchmarks: the data path, Lightning's overhead, inference, memory and time to accuracy.
 
-    python -m mnist_lit.bench                      # data, train, overhead, infer, tta on the real MNIST
-    python -m mnist_lit.bench --only compile       # some sections; compile and profile run only when asked
-    python -m mnist_lit.bench --smoke --only ...   # tiny synthetic data and sizes: keeps this script working (CI)
+    python benchmarks/bench.py                      # data, train, overhead, infer, tta on the real MNIST
+    python benchmarks/bench.py --only compile       # some sections; compile and profile run only when asked
+    python benchmarks/bench.py --smoke --only ...   # tiny synthetic data and sizes: keeps this script working (CI)
+
+Run from a checkout, with the package installed (editable or not): it reads ``configs/`` beside this folder.
 
 Prints markdown tables and writes them, with the machine they came from, as JSON (``--out``). Timings on a
 shared machine swing by tens of percent, so the sides of each comparison are interleaved and repeated, and medians
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from bench_timing import TrainingPassTimer, wait_for_device
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -38,8 +41,6 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.callbacks import TrainingPassTimer
-from mnist_lit.callbacks.outputs import find_callback
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, build_cli
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
@@ -157,8 +158,7 @@ def bare_epoch_seconds(model: MNISTClassifier, dm: MNISTDataModule, epochs: int,
         start = time.perf_counter()
         for images, labels in loader:
             bare_step(model, optimizer, dm, images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        wait_for_device(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -193,9 +193,14 @@ def configured(config: Path, log_dir: Path, *overrides: str) -> MNISTLitCLI:
     args = [
         "--config", str(config), "--trainer.enable_model_summary", "false",
         "--trainer.logger.init_args.save_dir", str(log_dir),
-        "--trainer.callbacks+=mnist_lit.callbacks.TrainingPassTimer", *overrides,
+        "--trainer.callbacks+=bench_timing.TrainingPassTimer", *overrides,
     ]  # fmt: skip
     return build_cli(args, run=False)
+
+
+def pass_timer(trainer: pl.Trainer) -> TrainingPassTimer:
+    """The TrainingPassTimer that :func:`configured` added to a config's callbacks."""
+    return next(cb for cb in trainer.callbacks if isinstance(cb, TrainingPassTimer))
 
 
 @contextlib.contextmanager
@@ -214,7 +219,7 @@ def configured_epoch_seconds(config: Path, dm: MNISTDataModule, epochs: int, log
     with quietly():
         cli = configured(config, log_dir, "--trainer.max_epochs", str(epochs))
         cli.trainer.fit(cli.model, datamodule=dm)
-    return find_callback(cli.trainer, TrainingPassTimer).seconds
+    return pass_timer(cli.trainer).seconds
 
 
 def bench_training(data: MNISTTensors, repeats: int, epochs: int, device: torch.device) -> list[dict[str, Any]]:
@@ -315,7 +320,7 @@ def bench_compile(data: MNISTTensors, epochs: int) -> list[dict[str, Any]]:
                     cli.model.net = torch.compile(cli.model.net)
                 cli.trainer.fit(cli.model, datamodule=dm)
                 (result,) = cli.trainer.test(cli.model, datamodule=dm, verbose=False)
-            seconds = find_callback(cli.trainer, TrainingPassTimer).seconds
+            seconds = pass_timer(cli.trainer).seconds
             rows.append(
                 {"precision": precision, "torch.compile": compiled, "first_epoch_s": seconds[0],
                  "later_epochs_s": statistics.median(seconds[1:]) if len(seconds) > 1 else None,
@@ -337,8 +342,7 @@ def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
                     with torch.inference_mode():
                         for _ in range(steps):
                             model(x)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
+                    wait_for_device(device)
 
                 run()  # warm-up
                 seconds = median_seconds(run, repeats)
@@ -428,7 +432,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the chosen benchmark sections, print their tables and write the JSON."""
-    parser = argparse.ArgumentParser(prog="python -m mnist_lit.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--only", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated, from: {', '.join(SECTIONS)}"
     )

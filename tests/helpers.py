@@ -1,0 +1,132 @@
+"""What tests share: tiny, learnable MNIST-shaped IDX files made on the fly, the real files when present, and
+ways to run the CLI in-process."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from mnist_lit.cli import main
+from mnist_lit.data import files
+from mnist_lit.data.files import IdxFileSpec, encode_idx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The real MNIST files for the tests marked ``real_data``: ``$MNIST_LIT_REAL_RAW``, else the project's own
+#: ``data/MNIST/raw`` once a first run has fetched them there. Each file may be there as IDX or as ``.gz``.
+REAL_RAW_DIR = Path(os.environ.get("MNIST_LIT_REAL_RAW", REPO_ROOT / "data" / "MNIST" / "raw"))
+CONFIGS = REPO_ROOT / "configs"
+
+
+def exit_code(args: list[str]) -> int:
+    """The exit code of ``python -m mnist_lit ARGS``, run in-process, for a run that ends with one."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+def runs(name: str) -> list[Path]:
+    """The run folders ``lightning_logs/<name>/version_N`` in the current folder, oldest first."""
+    return sorted(Path("lightning_logs", name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` learnable 28x28 uint8 images: each class is a fixed random blob pattern plus noise; labels cycle 0-9."""
+    templates = np.random.default_rng(1234).random((10, 28, 28)) > 0.8
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    images = templates[labels] * rng.integers(150, 256, (n, 28, 28)) + rng.integers(0, 60, (n, 28, 28))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+@dataclass
+class TinyMNIST:
+    """A data_dir holding tiny MNIST files, and the specs that accept exactly them."""
+
+    data_dir: Path
+    raw_dir: Path
+    specs: tuple[IdxFileSpec, ...]
+    contents: dict[str, bytes]
+    n_train: int
+    n_test: int
+
+
+def make_tiny_mnist(root: Path, n_train: int = 200, n_test: int = 50, gzipped: bool = False) -> TinyMNIST:
+    """Write tiny IDX files in torchvision's layout under ``root`` and return their specs."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_digits(n_train, seed=0)
+    test_x, test_y = synthetic_digits(n_test, seed=1)
+    contents = {
+        "train-images-idx3-ubyte": encode_idx(train_x, "images"),
+        "train-labels-idx1-ubyte": encode_idx(train_y, "labels"),
+        "t10k-images-idx3-ubyte": encode_idx(test_x, "images"),
+        "t10k-labels-idx1-ubyte": encode_idx(test_y, "labels"),
+    }
+    specs = tuple(
+        IdxFileSpec(
+            name, "images" if "images" in name else "labels", n_train if name.startswith("train") else n_test,
+            hashlib.sha256(data).hexdigest(),
+        )
+        for name, data in contents.items()
+    )  # fmt: skip
+    for name, data in contents.items():
+        if gzipped:
+            (raw / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (raw / name).write_bytes(data)
+    return TinyMNIST(root, raw, specs, contents, n_train, n_test)
+
+
+def real_mnist_gz(dest: Path) -> Path | None:
+    """The four real MNIST files as ``.gz`` in ``dest`` (copied, or compressed from plain IDX files), or None when
+    :data:`REAL_RAW_DIR` lacks any of them."""
+    sources = []
+    for spec in files.MNIST_FILES:
+        gz, plain = REAL_RAW_DIR / f"{spec.filename}.gz", REAL_RAW_DIR / spec.filename
+        if not (gz.is_file() or plain.is_file()):
+            return None
+        sources.append((spec.filename, gz if gz.is_file() else plain))
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, source in sources:
+        data = source.read_bytes()
+        (dest / f"{name}.gz").write_bytes(data if source.suffix == ".gz" else gzip.compress(data, compresslevel=1))
+    return dest
+
+
+class StopAt(Callback):
+    """Stop this process the way a user or a scheduler would: ``signal`` sent to itself at the start of training
+    epoch ``epoch`` (after the previous epoch's checkpoints were written), or after ``batch`` batches of it."""
+
+    def __init__(self, epoch: int, signal: str = "SIGKILL", batch: int = 0) -> None:
+        self.epoch, self.signal, self.batch = epoch, signal, batch
+
+    def _maybe_stop(self, trainer: pl.Trainer, batches_done: int) -> None:
+        if trainer.current_epoch == self.epoch and batches_done == self.batch:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_stop(trainer, 0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        self._maybe_stop(trainer, args[-1] + 1)  # the batch index is the last argument
+
+
+def tiny_specs(data_dir: str | Path) -> tuple[IdxFileSpec, ...]:
+    """The specs that accept exactly the tiny files :func:`make_tiny_mnist` wrote under ``data_dir`` (for a child
+    process, which does not see the ``tiny_mnist`` fixture's patch)."""
+    raw = Path(data_dir) / "MNIST" / "raw"
+    specs = []
+    for spec in files.MNIST_FILES:
+        data = (raw / spec.filename).read_bytes()
+        count = int.from_bytes(data[4:8], "big")
+        specs.append(IdxFileSpec(spec.filename, spec.kind, count, hashlib.sha256(data).hexdigest()))
+    return tuple(specs)
