@@ -10,6 +10,7 @@ import importlib
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
+from mnist_lit.callbacks.progress import EpochLineProgress
 from mnist_lit.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
@@ -107,7 +109,7 @@ class MNISTLitCLI(LightningCLI):
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         wants_bar = trainer_config.get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs.setdefault("callbacks", [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE)])
+            kwargs.setdefault("callbacks", [*callbacks, default_progress_bar()])
         if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
@@ -205,6 +207,13 @@ def load_weights(model: LightningModule, ckpt_path: str) -> None:
     rank_zero_info(f"Started from the weights of {ckpt_path}.")
 
 
+def default_progress_bar() -> ProgressBar:
+    """A tqdm bar in a terminal; one line per epoch when standard output is a file or a pipe (tqdm writes there)."""
+    if sys.stdout.isatty():
+        return TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE)
+    return EpochLineProgress()
+
+
 def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) -> None:
     """Fail early, with a message, on a missing, unreadable or other-network checkpoint.
 
@@ -253,6 +262,20 @@ def _show_package_logs() -> None:
         logger.setLevel(logging.INFO)
 
 
+class _DropAdvertisement(logging.Filter):
+    """Drops Lightning's suggestion to install a logging service, printed at every run's start: nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _silence_library_noise() -> None:
+    """Silence exactly the two messages of every run that are neither ours nor about the user's setup: Lightning's
+    advertisement, and a deprecation inside Lightning's own pytree code. Every other warning stays."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
     """The CLI as ``python -m mnist_lit`` builds it; with ``run=False``, no subcommand: the Trainer, model and
     datamodule of the given config, built and not run (the benchmark and tests use that)."""
@@ -290,6 +313,7 @@ def run_command(name: str, args: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
     _show_package_logs()
+    _silence_library_noise()
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv and argv[0] in COMMANDS:

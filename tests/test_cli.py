@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
 from mnist_lit.models import CompactCNN
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
+from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
 TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--data.eval_batch_size", "16"]
 
@@ -177,3 +178,27 @@ def test_console_script_and_module_start_the_same_cli() -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         assert "{fit,validate,test,predict}" in result.stdout
+
+
+def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(tiny_mnist: TinyMNIST) -> None:
+    script = (
+        "from mnist_lit.data import files\n"
+        "from tests.helpers import tiny_specs\n"
+        f"files.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
+        "from mnist_lit.cli import main\n"
+        "main()\n"
+    )
+    log = Path("run.log")
+    with log.open("w") as out:  # standard output is a file, not a terminal
+        subprocess.run(
+            [sys.executable, "-c", script, "fit", "--config", str(CONFIGS / "compact.yaml"),
+             "--trainer.max_epochs", "3", "--data.eval_batch_size", "16", "--trainer.log_every_n_steps", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True,
+        )  # fmt: skip
+    text = log.read_text()
+    epoch_lines = [line for line in text.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(" (")[0] for line in epoch_lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert all("val/acc" in line and "train/loss" in line for line in epoch_lines)
+    assert "Validation" not in text and "\r" not in text  # no redrawn bars
+    assert "Tip:" not in text and "LeafSpec" not in text
+    assert "Data: 200 train / 50 validation" in text

@@ -72,14 +72,20 @@ def test_normalization_on_transfer(tiny_mnist: TinyMNIST, normalization: str) ->
     assert torch.equal(y, labels)
 
 
-def test_training_batches_reshuffle_each_epoch_and_repeat_with_the_seed(tiny_mnist: TinyMNIST) -> None:
-    def epochs(dm: MNISTDataModule) -> list[torch.Tensor]:
+def test_training_batches_reshuffle_each_epoch_from_the_seed_and_epoch_alone(tiny_mnist: TinyMNIST) -> None:
+    def epochs(dm: MNISTDataModule, numbers: list[int]) -> list[torch.Tensor]:
         loader = dm.train_dataloader()
-        return [torch.cat([y for _, y in loader]) for _ in range(2)]
+        orders = []
+        for epoch in numbers:
+            loader.sampler.set_epoch(epoch)  # as Lightning does before each training epoch
+            orders.append(torch.cat([y for _, y in loader]))
+        return orders
 
-    first, second = epochs(_dm(tiny_mnist, batch_size=32)), epochs(_dm(tiny_mnist, batch_size=32))
+    first, second = epochs(_dm(tiny_mnist, batch_size=32), [0, 1, 2]), epochs(_dm(tiny_mnist, batch_size=32), [0, 1, 2])
     assert not torch.equal(first[0], first[1])  # a new order each epoch
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # the same orders for the same seed
+    (resumed,) = epochs(_dm(tiny_mnist, batch_size=32), [2])  # a fresh loader, as after a restart, at epoch 2
+    assert torch.equal(resumed, first[2])
     assert sorted(first[0].tolist()) == sorted(_dm(tiny_mnist).data_train.labels.tolist())  # every image once
 
 
@@ -112,3 +118,22 @@ def test_keep_on_device_serves_batches_from_the_training_device(tiny_mnist: Tiny
     assert dm.data_train.images.device == device and dm.data_test.labels.device == device
     images, labels = next(iter(dm.train_dataloader()))
     assert images.device == device and images.dtype == torch.uint8 and len(labels) == 32
+
+
+@pytest.mark.parametrize(
+    ("val_split", "counts", "how"),
+    [
+        ("keras", "160 train / 40 validation", "the last 20% of the training set, as Keras' validation_split"),
+        ("random", "160 train / 40 validation", "a random 20% of the training set, seed 0"),
+        ("test", "200 train / 50 validation", "the test set, as notebook B's validation_data"),
+    ],
+)
+def test_the_data_summary_says_what_each_split_holds(tiny_mnist: TinyMNIST, val_split, counts, how, caplog) -> None:
+    dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, download=False, val_split=val_split)
+    with caplog.at_level("INFO", logger="mnist_lit"):
+        dm.setup()
+    summary = caplog.text
+    assert f"Data: {counts} ({how}) / 50 test; 28x28, pixels / 255." in summary
+    train_labels = dm.data_train.labels
+    balance = ", ".join(f"{d}: {int((train_labels == d).sum())}" for d in range(10))
+    assert f"Training split per digit: {balance} (from " in summary

@@ -196,6 +196,29 @@ class MNISTDataModule(LightningDataModule):
             self.data_predict = TensorImageDataset(test_x, torch.arange(len(test_x)))
             self.predict_names = [f"mnist_test[{i}]" for i in range(len(test_x))]
             self.predict_labels = test_y
+        if self.trainer is None or self.trainer.is_global_zero:
+            log.info("%s", self.summary())
+
+    def summary(self) -> str:
+        """What the splits hold and how they were made, and the training split's class balance, in a few lines
+        (the notebooks print their arrays' shapes and counts before training)."""
+        train, val, test = self._ready(self.data_train), self._ready(self.data_val), self._ready(self.data_test)
+        fraction = f"{self.hparams.val_fraction:.0%}"
+        how = {
+            "keras": f"the last {fraction} of the training set, as Keras' validation_split",
+            "random": f"a random {fraction} of the training set, seed {self.hparams.seed}",
+            "test": "the test set, as notebook B's validation_data",
+        }[self.hparams.val_split]
+        scaling = "pixels / 255" if self.normalization == "unit" else f"(pixels / 255 - {MNIST_MEAN}) / {MNIST_STD}"
+        side = train.images.shape[-1]
+        counts = torch.bincount(train.labels.cpu(), minlength=10).tolist()
+        balance = ", ".join(f"{digit}: {count:,}" for digit, count in enumerate(counts))
+        share = [count / max(1, len(train)) for count in counts]
+        return (
+            f"Data: {len(train):,} train / {len(val):,} validation ({how}) / {len(test):,} test; "
+            f"{side}x{side}, {scaling}.\n"
+            f"Training split per digit: {balance} (from {min(share):.1%} to {max(share):.1%} of it)."
+        )
 
     def _setup_predict_files(self) -> None:
         """Read and preprocess the user's inputs once, reporting each one that has to be skipped, and why."""
