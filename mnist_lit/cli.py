@@ -55,6 +55,9 @@ class RunConfigSaver(SaveConfigCallback):
 class MNISTLitCLI(LightningCLI):
     """LightningCLI with ``--test_after_fit`` and checkpoint checks that fail with a message, not a traceback."""
 
+    #: ``predict --ckpt_path model.onnx``: the exported model, which ONNX Runtime runs (after_instantiate_classes)
+    onnx_path: str | None = None
+
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """The parser, without abbreviations: argparse would take --trainer.max_epoch for --trainer.max_epochs."""
         kwargs.setdefault("allow_abbrev", False)
@@ -95,6 +98,8 @@ class MNISTLitCLI(LightningCLI):
             check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
             if subcommand == "fit" and options.get("ckpt_path"):
                 prepare_resume(options)
+            if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
+                self.onnx_path, options.ckpt_path = options.ckpt_path, None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints atomically, with a progress bar that redraws every
@@ -136,12 +141,16 @@ class MNISTLitCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """``predict --ckpt_path model.onnx``: ONNX Runtime runs the exported model in place of the configured network
         (:class:`~mnist_lit.interop.onnx.OnnxPredictor`), and Lightning loads no checkpoint."""
-        ckpt_path = self.config_init.get(f"{self.subcommand}.ckpt_path") if self.subcommand else None
-        if self.subcommand == "predict" and is_onnx(ckpt_path):
+        if self.onnx_path:
             from mnist_lit.interop.onnx import OnnxPredictor  # ONNX Runtime is an optional extra: import it only here
 
-            self.model = OnnxPredictor.for_config(ckpt_path, configured=type(self.model))
+            self.model = OnnxPredictor.for_config(self.onnx_path, configured=type(self.model))
             self.config_init.predict.ckpt_path = None
+
+    def before_instantiate_classes(self) -> None:
+        """Put an ``.onnx`` ``--ckpt_path`` back into the config, so the run folder's config.yaml records it."""
+        if self.onnx_path:
+            self.config.predict.ckpt_path = self.onnx_path
 
     def after_fit(self) -> None:
         """Evaluate on the test set right after training, as the notebooks do, unless switched off."""

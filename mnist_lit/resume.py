@@ -21,7 +21,7 @@ from mnist_lit.errors import CheckpointError
 LAST = "last.ckpt"
 #: Data options that change what a run trains on, or in which order; the others (where the files are, the
 #: evaluation batch size, prediction inputs, the device the splits live on) may differ when resuming.
-DATA_OPTIONS_THAT_MATTER = ("batch_size", "val_split", "val_fraction", "normalization", "seed")
+DATA_OPTIONS_THAT_MATTER = ("batch_size", "val_split", "val_fraction", "normalization", "seed", "augment")
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,15 @@ def tiny_specs(data_dir: str | Path) -> tuple[IdxFileSpec, ...]:
         count = int.from_bytes(data[4:8], "big")
         specs.append(IdxFileSpec(spec.filename, spec.kind, count, hashlib.sha256(data).hexdigest()))
     return tuple(specs)
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture, output: Path) -> str:
+    """Run ``python -m mnist_lit ARGS``: it must exit with 1 and one message, and leave nothing at ``output``, nor a
+    temporary file beside it. Returns the message."""
+    assert exit_code(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not output.exists()
+    if output.parent.is_dir():
+        assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+    return err

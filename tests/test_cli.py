@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from mnist_lit.callbacks import EpochLineProgress
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
 from mnist_lit.models import CompactCNN
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
@@ -73,12 +74,19 @@ def test_a_mistyped_config_key_gets_the_parsers_message(tmp_path, capsys) -> Non
         (["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1"], 1),
     ],
 )
-def test_the_progress_bar_redraws_every_few_steps_unless_configured(
-    options: list[str], refresh_rate: int | None
+def test_in_a_terminal_the_progress_bar_redraws_every_few_steps_unless_configured(
+    options: list[str], refresh_rate: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     cli = build_cli(["--config", str(CONFIGS / "compact.yaml"), *options], run=False)
     bar = cli.trainer.progress_bar_callback
     assert (bar.refresh_rate if bar is not None else None) == refresh_rate
+
+
+def test_into_a_file_the_progress_is_one_line_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    cli = build_cli(["--config", str(CONFIGS / "compact.yaml")], run=False)
+    assert isinstance(cli.trainer.progress_bar_callback, EpochLineProgress)
 
 
 @pytest.mark.parametrize("mode", [["--trainer.fast_dev_run", "true"], ["--trainer.logger", "false", *TINY_RUN]])
@@ -159,7 +167,7 @@ def test_a_missing_or_corrupt_checkpoint_is_reported(tiny_mnist: TinyMNIST, tmp_
 
 def test_a_checkpoint_of_another_network_is_reported(tiny_mnist: TinyMNIST, capsys) -> None:
     _run(["fit", "--config", str(CONFIGS / "compact.yaml"), *TINY_RUN, "--trainer.max_epochs", "1"])
-    (checkpoint,) = runs("compact")[0].glob("checkpoints/*.ckpt")
+    checkpoint = runs("compact")[0] / "checkpoints" / "last.ckpt"
     assert exit_code(["test", "--config", str(CONFIGS / "keras_report.yaml"), "--ckpt_path", str(checkpoint)]) == 1
     err = capsys.readouterr().err
     assert "holds a CompactCNN, but the config selects KerasReportCNN" in err

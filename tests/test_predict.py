@@ -95,7 +95,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         patch.setattr(files, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, "--test_after_fit", "false"])
-    (path,) = root.glob("lightning_logs/compact/version_0/checkpoints/*.ckpt")
+    path = root / "lightning_logs/compact/version_0/checkpoints/last.ckpt"
     return path
 
 
@@ -337,7 +337,7 @@ def test_real_mnist_as_png_files_is_predicted_as_the_test_set_is(real_raw_dir: P
     data = ["--data.download", "false", *QUIET]
     main(["fit", "--config", COMPACT, *data, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "60",
           "--trainer.limit_val_batches", "1", "--test_after_fit", "false"])  # fmt: skip
-    (checkpoint,) = last_run().glob("checkpoints/*.ckpt")
+    checkpoint = last_run() / "checkpoints" / "last.ckpt"
 
     images = np.frombuffer(gzip.open(raw / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28)
     labels = np.frombuffer(gzip.open(raw / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)

@@ -47,17 +47,23 @@ class ReportFigures(Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """A grid of training images with their labels, as both notebooks show first."""
+        """A grid of training images with their labels, as both notebooks show first; with augmentation on, the same
+        images again as one draw of the random transforms moves them."""
         if trainer.ckpt_path is None:  # a resumed fit keeps the curves' earlier epochs (see load_state_dict)
             self.history.clear()
-        dataset = getattr(trainer.datamodule, "data_train", None)
+        datamodule = trainer.datamodule
+        dataset = getattr(datamodule, "data_train", None)
         if dataset is None:
             return
         generator = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(dataset), generator=generator)[: self.num_images]
         images, labels = dataset.images[idx].cpu().numpy(), dataset.labels[idx].tolist()  # may live on a GPU
-        fig = plots.image_grid(images, [f"label {y}" for y in labels], "Training images")
-        emit_figure(trainer, "train_samples", fig, self.dpi)
+        titles = [f"label {y}" for y in labels]
+        emit_figure(trainer, "train_samples", plots.image_grid(images, titles, "Training images"), self.dpi)
+        if getattr(datamodule, "augmentation", None) is not None:
+            moved = datamodule.augment(dataset.images[idx].unsqueeze(1), generator)[:, 0].cpu().numpy()
+            fig = plots.image_grid(moved, titles, f"Augmented training images ({datamodule.augmentation})")
+            emit_figure(trainer, "augmented_samples", fig, self.dpi)
 
     def _record(self, trainer: pl.Trainer, stage: str) -> None:
         for name in ("loss", "acc"):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningDataModule
@@ -17,6 +19,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lit.data import files
 from mnist_lit.data.acquire import ensure_mnist_files
+from mnist_lit.data.augment import Augmentation, random_affine
 from mnist_lit.data.images import InvertMode, PredictInputError, load_predict_inputs
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,10 @@ class MNISTDataModule(LightningDataModule):
             digits were (see :func:`mnist_lit.data.images.mnist_preprocess`). Unset: the MNIST test set.
         predict_invert: ``auto`` makes dark-on-light pictures light on dark, as MNIST's are, judging by their
             border; ``always`` and ``never`` force the choice.
+        augment: ranges of a random affine transform applied to each training image (rotation, zoom, shift, shear;
+            see :class:`~mnist_lit.data.augment.Augmentation`); validation, test and predict images are never
+            transformed. Unset or all zero: none. Each batch's draws depend only on the seed, the epoch, the batch's
+            place in the epoch and the process, so a resumed run augments as the uninterrupted one did.
     """
 
     def __init__(
@@ -128,9 +135,19 @@ class MNISTDataModule(LightningDataModule):
         keep_on_device: bool = False,
         predict_path: str | None = None,
         predict_invert: InvertMode = "auto",
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(augment, Mapping):  # as saved in a checkpoint's hyperparameters
+            augment = Augmentation(**augment)
+        self.augmentation = None if augment is None or augment.is_identity else augment
+        # save_hyperparameters reads the arguments from this function's variables: plain values, not the dataclass,
+        # because checkpoints are read weights-only (mnist_lit.checkpoints) and the run report is JSON.
+        augment = None if self.augmentation is None else asdict(self.augmentation)
+        data_dir = str(data_dir)  # a Path would be pickled into checkpoints, which are read weights-only
         self.save_hyperparameters()
+        # The training epoch and the number of its batches augmented so far (see _batch_generator).
+        self._augmented: tuple[int, int] | None = None
         self.data_dir = Path(data_dir)
         self.normalization: Normalization = normalization
         self.data_train: TensorImageDataset | None = None
@@ -253,6 +270,7 @@ class MNISTDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches, in an order that depends only on the seed and the epoch (see EpochShuffleSampler)."""
         dataset = self._ready(self.data_train)
+        self._augmented = None  # a new fit counts its batches from the start (see _batch_generator)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -300,15 +318,48 @@ class MNISTDataModule(LightningDataModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 pixels to float, on whatever device ``images`` is on: /255, then standardized if chosen."""
-        x = images.float().div_(255.0)
+        return self._standardize(images.float().div_(255.0))
+
+    def _standardize(self, x: Tensor) -> Tensor:
         if self.normalization == "standardize":
             x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
         return x
 
+    def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """uint8 images (N x 1 x H x W) as pixels / 255, each moved by its own random transform from ``generator``
+        (unmoved without augmentation), on the images' device.
+
+        The transforms work on pixels / 255, whose background is 0, the value they give the pixels that come from
+        outside the image; standardizing first would make those mid-grey. Standardization comes after.
+        """
+        return random_affine(images.float().div_(255.0), self.augmentation or Augmentation(), generator)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Convert the uint8 images to normalized floats after they reach the device (4x less to copy)."""
+        """Convert the uint8 images to normalized floats after they reach the device (4x less to copy), and
+        augment them first when they are training batches (never in validation, sanity checks, test or predict)."""
         images, *rest = batch
+        trainer = self.trainer
+        if self.augmentation is not None and trainer is not None and trainer.training:
+            return (self._standardize(self.augment(images, self._batch_generator())), *rest)
         return (self.normalize(images), *rest)
+
+    def _batch_generator(self) -> torch.Generator:
+        """The generator of the next training batch's transforms, seeded from the seed, the epoch, the batch's
+        place in the epoch and the process's rank alone.
+
+        This hook is given no batch index, so the data module counts the training batches itself: the count restarts
+        when the epoch changes and when a fit makes its training loader. Batch i of epoch k is then transformed the
+        same way whatever came before, in particular in a run resumed at the start of epoch k (checkpoints are taken
+        at epochs' ends), and each process of a DDP run draws its own. The generator lives on the CPU: its draws
+        (six numbers per image) are the same on every device, and only the resampling runs on the batch's device.
+        """
+        epoch = self.trainer.current_epoch
+        if self._augmented is None or self._augmented[0] != epoch:
+            self._augmented = (epoch, 0)
+        index = self._augmented[1]
+        self._augmented = (epoch, index + 1)
+        entropy = [self.hparams.seed % 2**64, epoch, index, self.trainer.global_rank]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in each checkpoint, so that evaluation and prediction normalize as training did."""

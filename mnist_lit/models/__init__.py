@@ -1,7 +1,8 @@
-"""The notebooks' networks, on one shared LightningModule base."""
+"""The notebooks' networks and one built for accuracy, on one shared LightningModule base."""
 
+from mnist_lit.models.accurate import AccurateCNN
 from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.models.compact import CompactCNN
 from mnist_lit.models.keras_report import KerasReportCNN
 
-__all__ = ["CompactCNN", "KerasReportCNN", "MNISTClassifier"]
+__all__ = ["AccurateCNN", "CompactCNN", "KerasReportCNN", "MNISTClassifier"]

@@ -41,8 +41,12 @@ class MNISTClassifier(LightningModule):
         eps: Adam's epsilon (Keras: 1e-7; PyTorch's default is 1e-8).
         weight_decay: L2 penalty added by Adam (Keras: none).
         init: ``keras`` for glorot-uniform kernels and zero biases, ``torch`` for PyTorch's defaults.
-        lr_schedule: ``constant`` (Keras) or ``onecycle`` (OneCycleLR over the whole run, stepped per batch).
+        lr_schedule: ``constant`` (Keras), ``onecycle`` (OneCycleLR over the whole run, stepped per batch), or
+            ``exponential`` (``lr`` times ``lr_decay`` to the power of the epoch, counted from 0).
         channels_last: keep the weights and inputs in channels-last memory format (faster on CPU and GPU).
+        lr_decay: the factor ``exponential`` multiplies the learning rate by after each epoch.
+        label_smoothing: weight of the uniform distribution mixed into the one-hot targets of the training loss;
+            the validation and test losses are plain cross-entropy, comparable between runs whatever it is.
     """
 
     def __init__(
@@ -53,8 +57,10 @@ class MNISTClassifier(LightningModule):
         eps: float = 1e-7,
         weight_decay: float = 0.0,
         init: Literal["keras", "torch"] = "keras",
-        lr_schedule: Literal["constant", "onecycle"] = "constant",
+        lr_schedule: Literal["constant", "onecycle", "exponential"] = "constant",
         channels_last: bool = False,
+        lr_decay: float = 0.95,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -93,7 +99,8 @@ class MNISTClassifier(LightningModule):
         """
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         preds = logits.argmax(dim=1)
         self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
         self.accuracy[f"{stage}_acc"].update(preds, labels)
@@ -192,13 +199,16 @@ class MNISTClassifier(LightningModule):
         return self.evaluations[stage]
 
     def configure_optimizers(self) -> Any:
-        """Adam with Keras' defaults, and OneCycleLR over the whole run when ``lr_schedule`` asks for it."""
+        """Adam with Keras' defaults, and the learning-rate schedule ``lr_schedule`` names."""
         hp = self.hparams
         optimizer = torch.optim.Adam(
             self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
         )
         if hp.lr_schedule == "constant":
             return optimizer
+        if hp.lr_schedule == "exponential":  # Keras: LearningRateScheduler(lambda epoch: lr * decay**epoch)
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp.lr_decay)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches
         )

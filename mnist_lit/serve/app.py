@@ -1,0 +1,249 @@
+"""The web app: the drawing page, ``POST /api/predict`` and ``GET /api/health``, over one trained network.
+
+An uploaded picture goes through the same code as ``predict``'s files (:func:`read_picture_bytes`, then
+:func:`mnist_preprocess`), so a drawing and the same drawing saved to a file get the same answer. Whatever a client
+sends, the answer is JSON: a prediction, or ``{"detail": reason}`` with a 4xx status, and the server stays up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
+from mnist_lit.inference import Runner
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: The largest request body accepted, in bytes: room for a phone photo; a drawing from the page is a few KB.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: The most pixels a picture may have (4096 x 4096), checked from its header before anything is decoded, so that a
+#: small file that would decode to gigabytes (a decompression bomb) is refused at no cost.
+MAX_PIXELS = 4096 * 4096
+#: The only decoders an upload may reach: the formats a browser or a phone makes. Pillow can read many more, some
+#: through external programs (EPS runs Ghostscript), which a server should not run on strangers' bytes.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+#: How many pictures are decoded and preprocessed at once. A picture at MAX_PIXELS takes about 0.9 GB while it is
+#: read and preprocessed (measured: a 4096 x 4096 JPEG), so large uploads queue rather than exhaust the memory; a
+#: drawing from the page (280 x 280) takes a few milliseconds and hardly waits.
+DECODE_SLOTS = 2
+#: The page may load only its own files and talk only to its own server: no CDN, no inline script.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+@dataclass
+class Prediction:
+    """The network's answer for one picture, and the 28 x 28 image (uint8, light on dark) it was given."""
+
+    digit: int
+    probabilities: list[float]
+    image: np.ndarray
+
+    def to_json(self, network: str) -> dict[str, Any]:
+        """The API's answer: the digit, the ten probabilities, and the image as a PNG ``data:`` URL for the page."""
+        png = io.BytesIO()
+        Image.fromarray(self.image).save(png, format="PNG")
+        return {
+            "digit": self.digit,
+            "probabilities": self.probabilities,
+            "image": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii"),
+            "network": network,
+        }
+
+
+class DigitReader:
+    """Picture bytes in, the network's answer out; safe to call from many threads at once.
+
+    Decoding and preprocessing run in parallel (at most ``decode_slots`` at a time); the network runs under a lock,
+    so no runner (PyTorch, ONNX Runtime) ever sees two calls at once, and PyTorch's own threads are not multiplied
+    by the request threads on a small machine.
+    """
+
+    def __init__(self, runner: Runner, max_pixels: int = MAX_PIXELS, decode_slots: int = DECODE_SLOTS) -> None:
+        self.runner = runner
+        self.max_pixels = max_pixels
+        self._decoding = threading.BoundedSemaphore(decode_slots)
+        self._inference = threading.Lock()
+
+    def read(self, data: bytes) -> Prediction:
+        """The prediction for one picture; :class:`HTTPException` 422 with the reason when it cannot be read."""
+        with self._decoding:
+            try:
+                pixels = read_picture_bytes(data, self.max_pixels, FORMATS)
+            except InputReadError as err:
+                raise HTTPException(422, str(err)) from err
+            try:
+                image = mnist_preprocess(pixels)
+            except BlankImageError as err:
+                raise HTTPException(422, "nothing drawn: no ink stands out from the background") from err
+            except InputReadError as err:
+                raise HTTPException(422, f"the image {err}") from err
+        with self._inference:
+            probabilities = self.runner.probabilities(image[None, None])[0]
+        return Prediction(int(np.argmax(probabilities)), [float(p) for p in probabilities], image)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, without reading them.
+
+    A declared ``Content-Length`` over the limit is refused before a byte of the body is read; a body without one
+    (chunked), or longer than it declared, is counted as it arrives and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def too_large(self) -> HTTPException:
+        """The 413 error, with the limit in its reason."""
+        return HTTPException(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            error = self.too_large()
+            response = JSONResponse({"detail": error.detail}, error.status_code, headers={"connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self.too_large()  # raised inside the endpoint, so the app answers it as JSON
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def read_image_bytes(request: Request) -> bytes:
+    """The picture a request carries: the multipart form field ``file``, or the whole body if it is ``image/*``."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if upload is None:
+                raise HTTPException(422, "no image: the multipart form has no field named `file`")
+            if isinstance(upload, str):
+                raise HTTPException(422, "no image: the form field `file` holds text, not a file")
+            return await upload.read()
+    if media_type.startswith("image/"):
+        return await request.body()
+    raise HTTPException(
+        415,
+        f"send an image, as a multipart form field `file` or as the body with an image/* Content-Type "
+        f"(this request's Content-Type: {content_type or 'none'})",
+    )
+
+
+def file_digest(path: Path) -> str | None:
+    """The SHA-256 of a file, so that a client can tell exactly which weights answer; None if it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
+    """The web app serving ``runner``'s predictions, with its page at ``/``.
+
+    No interactive API docs: FastAPI's fetch their scripts from a CDN, and the README documents the two endpoints.
+    """
+    reader = DigitReader(runner, max_pixels)
+    reader.runner.probabilities(np.zeros((1, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32))  # warm up, fail early
+    health = {
+        "status": "ok",
+        "network": runner.network_name,
+        "checkpoint": Path(runner.source).name,
+        "sha256": file_digest(Path(runner.source)),
+        "max_body_bytes": max_body_bytes,
+        "max_pixels": max_pixels,
+        "formats": list(FORMATS),
+    }
+    app = FastAPI(title="mnist_lit: draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Every HTTP error as JSON with a reason, including the router's own 404 and 405."""
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such page or endpoint: {request.url.path} (the API: POST /api/predict, GET /api/health)"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed or 'none'})"
+        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug answers 500 as JSON too (its traceback goes to the server's log, not to the client)."""
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The drawing page."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> JSONResponse:
+        """The digit in the picture sent, its ten probabilities, and the 28 x 28 image the network saw."""
+        data = await read_image_bytes(request)
+        prediction = await run_in_threadpool(reader.read, data)
+        return JSONResponse(prediction.to_json(runner.network_name))
+
+    @app.get("/api/health")
+    async def health_check() -> dict[str, Any]:
+        """The network served, the file it came from, and the limits on what a request may send."""
+        return health
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
