@@ -303,10 +303,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
 #: The commands beyond LightningCLI's subcommands, each a ``module:function`` taking its own arguments. They are
 #: imported only when used, so that ``fit`` never pays for ONNX, Keras or a web server.
 COMMANDS = {
-    "import-keras": (
-        "mnist_lit.interop.commands:import_keras",
-        "a Keras model (.keras, .h5, .weights.h5) to a checkpoint",
-    ),
+    "import-keras": ("mnist_lit.interop.commands:import_keras", "a Keras model to a checkpoint"),
     "export": ("mnist_lit.interop.commands:export", "a checkpoint to ONNX or Keras"),
     "serve": ("mnist_lit.serve.command:main", "a web page to draw digits on, and an HTTP API"),
 }

@@ -27,7 +27,7 @@ def _run(args: list[str]) -> None:
 def test_help_lists_the_subcommands(capsys) -> None:
     assert exit_code(["--help"]) == 0
     out = capsys.readouterr().out
-    for sub in ("fit", "validate", "test", "predict"):
+    for sub in ("fit", "validate", "test", "predict", "import-keras", "export", "serve"):
         assert sub in out
 
 
