@@ -95,9 +95,9 @@ class MNISTLitCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             options = self.config[subcommand]
-            check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
+            checkpoint = check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
             if subcommand == "fit" and options.get("ckpt_path"):
-                prepare_resume(options)
+                prepare_resume(options, checkpoint)
             if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
                 self.onnx_path, options.ckpt_path = options.ckpt_path, None
 
@@ -187,9 +187,10 @@ class ResumeHint(Callback):
         )
 
 
-def prepare_resume(options: Any) -> None:
+def prepare_resume(options: Any, checkpoint: dict[str, Any] | None) -> None:
     """``fit --ckpt_path``: resolve ``last``, refuse a checkpoint of another configuration, and point the logger at
-    the checkpoint's own run folder, so that its curves, figures and ``metrics.json`` continue there."""
+    the checkpoint's own run folder, so that its curves, figures and ``metrics.json`` continue there. ``checkpoint``
+    is its contents when :func:`check_checkpoint` has read them already."""
     logger = options.trainer.get("logger")
     logger_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if str(options.ckpt_path) == "last":
@@ -198,7 +199,10 @@ def prepare_resume(options: Any) -> None:
                 "--ckpt_path last needs a logger with a save_dir and name (the notebook configs have one)."
             )
         options.ckpt_path = str(latest_last_checkpoint(logger_args.save_dir, logger_args.get("name") or ""))
-    check_resumable(options.ckpt_path, options.model, options.data)
+        checkpoint = None
+    if checkpoint is None:
+        checkpoint = read_checkpoint(options.ckpt_path)
+    check_resumable(options.ckpt_path, checkpoint, options.model, options.data)
     folder = run_folder_of(options.ckpt_path)
     if folder is not None and logger_args is not None and {"save_dir", "name", "version"} <= set(logger_args.keys()):
         logger_args.save_dir, logger_args.name, logger_args.version = str(folder.save_dir), folder.name, folder.version
@@ -223,8 +227,9 @@ def default_progress_bar() -> ProgressBar:
     return EpochLineProgress()
 
 
-def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) -> None:
-    """Fail early, with a message, on a missing, unreadable or other-network checkpoint.
+def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) -> dict[str, Any] | None:
+    """Fail early, with a message, on a missing, unreadable or other-network checkpoint; return its contents when it
+    is a local checkpoint file (None for no checkpoint, a remote one, an ONNX model, or one of Lightning's names).
 
     ``validate``, ``test`` and ``predict`` need one: without it they would report on random weights.
     """
@@ -234,22 +239,22 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
                 f"`{subcommand}` needs --ckpt_path: without a checkpoint the network has random weights. Runs keep "
                 "theirs in lightning_logs/<name>/version_N/checkpoints/."
             )
-        return
+        return None
     if "://" in str(ckpt_path):  # a remote checkpoint: Lightning reads it through fsspec
-        return
+        return None
     if is_onnx(ckpt_path):  # an exported model: `predict` runs it in ONNX Runtime (see after_instantiate_classes)
         if subcommand != "predict":
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path}: an ONNX model can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
             )
-        return
+        return None
     if str(ckpt_path) in SPECIAL_CKPT_PATHS:
         if subcommand != "fit":
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path} only means something after a `fit` in the same process; give a checkpoint "
                 "file (lightning_logs/<name>/version_N/checkpoints/*.ckpt)."
             )
-        return
+        return None
     checkpoint = read_checkpoint(ckpt_path)
     saved = class_path_of(checkpoint)
     configured = getattr(model_config, "class_path", None) if model_config is not None else None
@@ -259,6 +264,7 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
             f"{configured.rsplit('.', 1)[-1]}. Use the config the checkpoint was trained with (the run folder keeps "
             "it as config.yaml), or set model.class_path to match."
         )
+    return checkpoint
 
 
 def _show_package_logs() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.checkpoints import class_path_of, read_checkpoint, resolve_class
+from mnist_lit.checkpoints import class_path_of, resolve_class
 from mnist_lit.errors import CheckpointError
 
 #: The file every ``fit`` keeps in ``<run folder>/checkpoints/``, rewritten at each epoch's end.
@@ -59,13 +59,14 @@ def run_folder_of(ckpt_path: str | Path) -> RunFolder | None:
     return RunFolder(save_dir=run.parent.parent, name=run.parent.name, version=run.name)
 
 
-def check_resumable(ckpt_path: str | Path, model_config: Any, data_config: Mapping[str, Any]) -> None:
+def check_resumable(
+    ckpt_path: str | Path, checkpoint: Mapping[str, Any], model_config: Any, data_config: Mapping[str, Any]
+) -> None:
     """Refuse, naming each difference, a checkpoint whose network or data options differ from the config's.
 
     Resuming such a checkpoint would either fail half-way (other layer sizes) or silently continue another
-    experiment (another batch size, split or seed).
+    experiment (another batch size, split or seed). ``checkpoint`` is the contents of the file at ``ckpt_path``.
     """
-    checkpoint = read_checkpoint(ckpt_path)
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise CheckpointError(
             f"--ckpt_path {ckpt_path}: it holds weights only (no optimizer or loop state), so `fit` cannot continue "
