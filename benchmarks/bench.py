@@ -47,7 +47,7 @@ from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("data", "train", "overhead", "infer", "tta", "compile", "profile")
+SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "startup", "compile", "profile")
 DEFAULT_SECTIONS = ("data", "train", "overhead", "infer", "tta")  # compile and profile take long or print much
 NETWORKS: dict[str, tuple[type[MNISTClassifier], int]] = {  # name: (class, the notebook's batch size)
     "compact": (CompactCNN, 128),
@@ -353,12 +353,12 @@ def bench_inference(repeats: int, device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_time_to_accuracy(config: Path, data_dir: Path) -> dict[str, Any]:
+def run_fit(config: Path, data_dir: Path, *overrides: str) -> dict[str, Any]:
     """Run ``fit`` on ``config`` as a user would, in a fresh process; wall time, test accuracy, peak RSS."""
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_") as tmp:
         cmd = [
             sys.executable, "-m", "mnist_lit", "fit", "--config", str(config),
-            "--data.data_dir", str(data_dir.resolve()), "--trainer.logger.init_args.save_dir", tmp,
+            "--data.data_dir", str(data_dir.resolve()), "--trainer.logger.init_args.save_dir", tmp, *overrides,
         ]  # fmt: skip
         log = Path(tmp) / "fit.log"
         start = time.perf_counter()
@@ -371,6 +371,7 @@ def bench_time_to_accuracy(config: Path, data_dir: Path) -> dict[str, Any]:
         (report,) = [json.loads(p.read_text()) for p in Path(tmp).rglob("metrics.json")]
     return {
         "config": str(config.relative_to(REPO_ROOT) if config.is_relative_to(REPO_ROOT) else config),
+        "overrides": " ".join(overrides),
         "wall_s_from_process_start": wall,
         "fit_s": sum(report["seconds_per_epoch"]),
         "epochs": report["epochs_run"],
@@ -379,6 +380,185 @@ def bench_time_to_accuracy(config: Path, data_dir: Path) -> dict[str, Any]:
         "test_loss": report["test_loss"],
         "peak_rss_mib": usage.ru_maxrss / 1024,
     }
+
+
+def bench_time_to_accuracy(configs: list[Path], seeds: list[int] | None, data_dir: Path) -> list[dict[str, Any]]:
+    """Each config's whole ``fit`` command, as shipped or once per seed (``--seed_everything`` and ``--data.seed``)."""
+    rows = []
+    for config in configs:
+        for seed in seeds if seeds is not None else [None]:
+            overrides = () if seed is None else ("--seed_everything", str(seed), "--data.seed", str(seed))
+            row = run_fit(config, data_dir, *overrides)
+            rows.append({"config": row["config"], "seed": "as shipped" if seed is None else seed,
+                         "test_acc": row["test_acc"], "epochs": row["epochs"], "fit_s": row["fit_s"],
+                         "wall_s": row["wall_s_from_process_start"], "peak_rss_mib": row["peak_rss_mib"]})  # fmt: skip
+    return rows
+
+
+def run_keras_notebook(python: str, notebook: str, data_dir: Path, *args: str) -> dict[str, Any]:
+    """``benchmarks/keras_notebooks.py`` in a fresh process of ``python``; its JSON line, and the wall time."""
+    cmd = [python, str(Path(__file__).with_name("keras_notebooks.py")), "--notebook", notebook,
+           "--data-dir", str(data_dir.resolve()), *args]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": wall}
+
+
+def keras_python(python: str | None) -> tuple[str | None, str]:
+    """The interpreter to run the notebooks' Keras code with, or None and why not."""
+    python = python or sys.executable
+    probe = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None, (
+            f"skipped: TensorFlow is not importable by {python}. Make an environment for it "
+            "(`python -m venv .tf && .tf/bin/pip install tensorflow-cpu tensorboard`) and pass "
+            "`--keras-python .tf/bin/python`."
+        )
+    return python, ""
+
+
+KERAS_NOTEBOOKS = {"compact": "compact", "keras_report": "report"}  # our config: the notebook's name in the script
+PRECISIONS = {"fp32": (), "bf16": ("--trainer.precision", "bf16-mixed")}
+
+
+def bench_keras(python: str, data_dir: Path, repeats: int, epochs: int = 3) -> list[dict[str, Any]]:
+    """Seconds per epoch, validation included, of each notebook's Keras code and of our config of the same network,
+    batch size and optimizer, in fp32 and with bf16 autocast, each side timed by its own epoch clock (a Keras
+    callback; ``metrics.json``'s ``seconds_per_epoch``), the first epoch left out (graph tracing, kernel choice).
+    Whole ``epochs``-epoch processes, interleaved; medians over ``repeats``, except bf16, run in the first round only
+    (emulated on CPUs without AVX-512 BF16 or AMX, it is slow there). Test accuracy after ``epochs``."""
+    rows = []
+    for config, notebook in KERAS_NOTEBOOKS.items():
+        per_epoch: dict[str, list[float]] = {k: [] for k in ("keras", *PRECISIONS)}
+        wall: dict[str, list[float]] = {k: [] for k in per_epoch}
+        acc: dict[str, list[float]] = {k: [] for k in per_epoch}
+        for round_ in range(repeats):  # interleaved, so that drifting machine load hits all sides alike
+            run = run_keras_notebook(python, notebook, data_dir, "--epochs", str(epochs))
+            per_epoch["keras"].append(statistics.median(run["epoch_s"][1:]))
+            wall["keras"].append(run["wall_s"])
+            acc["keras"].append(run["test_acc"])
+            for precision, overrides in PRECISIONS.items():
+                if precision != "fp32" and round_ > 0:
+                    continue
+                ours = run_fit(REPO_ROOT / "configs" / f"{config}.yaml", data_dir,
+                               "--trainer.max_epochs", str(epochs), *overrides)  # fmt: skip
+                per_epoch[precision].append(statistics.median(ours["seconds_per_epoch"][1:]))
+                wall[precision].append(ours["wall_s_from_process_start"])
+                acc[precision].append(ours["test_acc"])
+        s = {k: statistics.median(v) for k, v in per_epoch.items()}
+        rows.append(
+            {"network": config, "keras_s_per_epoch": s["keras"],
+             "fp32_s_per_epoch": s["fp32"], "fp32_ratio": s["fp32"] / s["keras"],
+             "bf16_s_per_epoch": s["bf16"], "bf16_ratio": s["bf16"] / s["keras"],
+             "keras_acc": statistics.median(acc["keras"]), "fp32_acc": statistics.median(acc["fp32"]),
+             "bf16_acc": statistics.median(acc["bf16"]),
+             **{f"{k}_wall_s": statistics.median(v) for k, v in wall.items()}, "epochs": epochs, "repeats": repeats}
+        )  # fmt: skip
+    return rows
+
+
+def bench_keras_to_99(python: str, data_dir: Path, config: Path, repeats: int) -> list[dict[str, Any]]:
+    """Process start to exit: the report notebook's Keras code trained until its test accuracy first reaches 99%,
+    against ``config``'s whole ``fit`` command; interleaved, medians over ``repeats``."""
+    keras_runs, ours = [], []
+    for _ in range(repeats):
+        keras_runs.append(run_keras_notebook(python, "report", data_dir, "--until", "0.99"))
+        ours.append(run_fit(config, data_dir))
+    keras_s = statistics.median(r["wall_s"] for r in keras_runs)
+    ours_s = statistics.median(r["wall_s_from_process_start"] for r in ours)
+    return [
+        {"run": "notebook A's Keras code until 99% test accuracy", "wall_s": keras_s,
+         "epochs": statistics.median(r["epochs_run"] for r in keras_runs),
+         "test_acc": statistics.median(r["test_acc"] for r in keras_runs), "ratio": 1.0},
+        {"run": f"`fit --config {ours[0]['config']}`", "wall_s": ours_s, "epochs": ours[0]["epochs"],
+         "test_acc": statistics.median(r["test_acc"] for r in ours), "ratio": ours_s / keras_s},
+    ]  # fmt: skip
+
+
+PHASES = (  # (from, to, what happens between), the moments PhaseClock records, plus the process' start and exit
+    ("start", "built", "Python starts, imports; the config is parsed, the model and callbacks are built"),
+    ("built", "fit_data_ready", "the Trainer starts; the data files are checked and loaded"),
+    ("fit_data_ready", "first_step", "model summary, logger, optimizer, the first batch"),
+    ("first_step", "last_step_done", "training: every step"),
+    ("last_step_done", "fit_done", "end of fit: the last checkpoint, the fit's figures"),
+    ("fit_done", "test_start", "test set-up: the data check, the best weights"),
+    ("test_start", "test_end", "the test pass"),
+    ("test_end", "exit", "metrics.json, figures, the writers closed, interpreter exit"),
+)
+
+
+def timed_command(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of ``cmd`` from spawn to exit; raises if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def fit_phases(config: Path, data_dir: Path, log_dir: Path, *overrides: str) -> dict[str, float]:
+    """Seconds of each of :data:`PHASES` in one ``fit`` command, timed by :class:`bench_timing.PhaseClock`."""
+    phases_file = log_dir / "phases.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "MNIST_LIT_PHASES": str(phases_file)}
+    cmd = [
+        sys.executable, "-m", "mnist_lit", "fit", "--config", str(config), "--data.data_dir", str(data_dir.resolve()),
+        "--trainer.logger.init_args.save_dir", str(log_dir), "--trainer.callbacks+=bench_timing.PhaseClock", *overrides,
+    ]  # fmt: skip
+    start = time.time()
+    timed_command(cmd, env)
+    moments = {"start": start, **json.loads(phases_file.read_text()), "exit": time.time()}
+    return {what: moments[end] - moments[begin] for begin, end, what in PHASES}
+
+
+def import_seconds() -> list[dict[str, Any]]:
+    """``python -X importtime -c 'import mnist_lit.cli'``: the cumulative seconds of the heaviest top-level imports."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import mnist_lit.cli"], capture_output=True, text=True, check=True
+    )
+    cumulative: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cum, name = line.split("|")
+        depth = (len(name) - len(name.lstrip())) // 2
+        if depth <= 1:
+            cumulative[name.strip()] = max(cumulative.get(name.strip(), 0.0), int(cum) / 1e6)
+    heaviest = sorted(cumulative.items(), key=lambda kv: -kv[1])[:6]
+    return [{"what": f"import {name}", "seconds": seconds} for name, seconds in heaviest]
+
+
+def bench_startup(data_dir: Path, repeats: int) -> list[dict[str, Any]]:
+    """Where a short ``fit`` command's seconds go (``configs/fast.yaml``, medians over ``repeats``), what importing
+    the CLI costs, and two commands that train nothing: the top-level ``--help`` and ``predict`` on one image."""
+    config = REPO_ROOT / "configs" / "fast.yaml"
+    with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_startup_") as tmp:
+        runs = [fit_phases(config, data_dir, Path(tmp) / f"run{i}") for i in range(repeats)]
+        rows = [{"what": what, "seconds": statistics.median(r[what] for r in runs)} for _, _, what in PHASES]
+        rows.append({"what": "the whole `fit` command", "seconds": statistics.median(sum(r.values()) for r in runs)})
+        rows += import_seconds()
+        help_cmd = [sys.executable, "-m", "mnist_lit", "--help"]
+        rows.append({"what": "`python -m mnist_lit --help`", "seconds": median_seconds(
+            lambda: timed_command(help_cmd), repeats)})  # fmt: skip
+        checkpoint = next(Path(tmp).rglob("last.ckpt"))
+        image = Path(tmp) / "digit.png"
+        test_images = MNISTDataModule(data_dir=data_dir, val_split="test")
+        test_images.prepare_data()
+        test_images.setup("test")
+        from PIL import Image
+
+        Image.fromarray(test_images.data_test.images[0].numpy()).save(image)
+        predict_cmd = [
+            sys.executable, "-m", "mnist_lit", "predict", "--config", str(config), "--ckpt_path", str(checkpoint),
+            "--data.data_dir", str(data_dir.resolve()), "--data.predict_path", str(image),
+            "--trainer.logger.init_args.save_dir", str(Path(tmp) / "predict"),
+        ]  # fmt: skip
+        rows.append({"what": "`predict` on one image", "seconds": median_seconds(
+            lambda: timed_command(predict_cmd), repeats)})  # fmt: skip
+    return rows
 
 
 def profile_steps(data: MNISTTensors, steps: int) -> str:
@@ -441,6 +621,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run (the first is not timed)")
     parser.add_argument("--train-repeats", type=int, default=3, help="interleaved bare/fit/configured triples")
     parser.add_argument("--configs", default="configs/fast.yaml", help="comma-separated configs for `tta`")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for `tta` (default: as configured)")
+    parser.add_argument("--keras-python", default=None, help="an interpreter with TensorFlow, for `keras`")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/<time>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
     args = parser.parse_args(argv)
@@ -484,8 +666,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "profile" in sections:
             section("profile", "Profile", profile_steps(data, steps=10 if args.smoke else 200))
         if "tta" in sections and not args.smoke:
-            rows = [bench_time_to_accuracy(REPO_ROOT / c, args.data_dir) for c in args.configs.split(",")]
+            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+            rows = bench_time_to_accuracy([REPO_ROOT / c for c in args.configs.split(",")], seeds, args.data_dir)
             section("tta", "Time to accuracy: `fit` as a user runs it, in a fresh process", rows)
+        if "keras" in sections and not args.smoke:
+            python, why_not = keras_python(args.keras_python)
+            if python is None:
+                section("keras", "The notebooks' Keras code against mnist_lit", why_not)
+            else:
+                rows = bench_keras(python, args.data_dir, repeats=min(repeats, 2))
+                section("keras", "The notebooks' Keras code against mnist_lit: seconds per epoch", rows)
+                rows = bench_keras_to_99(python, args.data_dir, REPO_ROOT / "configs" / "fast.yaml", repeats)
+                section("keras_to_99", "Time to 99%: notebook A's Keras code against configs/fast.yaml", rows)
+        if "startup" in sections:
+            section("startup", "Fixed costs: commands that train nothing", bench_startup(args.data_dir, repeats))
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -1,7 +1,12 @@
-"""The benchmark's clock inside a Lightning fit: seconds of each epoch's training batches, and nothing else."""
+"""The benchmark's clocks inside a Lightning fit: seconds of each epoch's training batches, and the moments of a
+whole command's phases."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -46,3 +51,40 @@ def wait_for_device(device: torch.device) -> None:
     """Let queued GPU work finish before the clock is read."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class PhaseClock(Callback):
+    """Wall-clock moments of a ``fit`` command, for the fixed-cost table: when the callbacks were built, the data
+    was ready, the first and last training steps ran, and the test began and ended.
+
+    ``python -m mnist_lit fit ... --trainer.callbacks+=bench_timing.PhaseClock`` with ``benchmarks`` on the
+    ``PYTHONPATH`` adds it; it writes the moments (seconds since the epoch, ``time.time()``) as JSON to the file
+    that ``$MNIST_LIT_PHASES`` names, after each one, so the file holds all of them once the process exits.
+    """
+
+    def __init__(self) -> None:
+        self.moments: dict[str, float] = {}
+        self._mark("built")
+
+    def _mark(self, name: str) -> None:
+        self.moments.setdefault(name, time.time())
+        Path(os.environ["MNIST_LIT_PHASES"]).write_text(json.dumps(self.moments))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._mark(f"{stage}_data_ready")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._mark("first_step")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        wait_for_device(pl_module.device)
+        self._mark("last_step_done")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._mark(f"{stage}_done")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mark("test_start")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mark("test_end")

@@ -26,6 +26,7 @@ from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
 from mnist_lit.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
+from mnist_lit.commands import COMMANDS
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
@@ -306,17 +307,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
     )
 
 
-#: The commands beyond LightningCLI's subcommands, each a ``module:function`` taking its own arguments. They are
-#: imported only when used, so that ``fit`` never pays for ONNX, Keras or a web server.
-COMMANDS = {
-    "import-keras": ("mnist_lit.interop.commands:import_keras", "a Keras model to a checkpoint"),
-    "export": ("mnist_lit.interop.commands:export", "a checkpoint to ONNX or Keras"),
-    "serve": ("mnist_lit.serve.command:main", "a web page to draw digits on, and an HTTP API"),
-}
-
-
 def run_command(name: str, args: list[str]) -> None:
-    """Run one of :data:`COMMANDS` with its own arguments."""
+    """Run one of the commands beyond LightningCLI's subcommands (:data:`mnist_lit.commands.COMMANDS`) with its own
+    arguments. Each is imported only when used, so that ``fit`` never pays for ONNX, Keras or a web server."""
     target, _ = COMMANDS[name]
     module, _, function = target.partition(":")
     getattr(importlib.import_module(module), function)(args)

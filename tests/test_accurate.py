@@ -281,6 +281,6 @@ def test_accurate_config_trains_and_its_checkpoint_reads_weights_only(tiny_mnist
     (checkpoint,) = (run / "checkpoints").glob("last-*.ckpt")
     saved = read_checkpoint(checkpoint)
     assert saved["datamodule_hyper_parameters"]["augment"] == asdict(DEOTTE)
-    assert saved["hyper_parameters"]["lr_schedule"] == "exponential"
+    assert saved["hyper_parameters"]["lr_schedule"] == "onecycle"
     assert (run / "figures" / "augmented_samples.png").is_file()
     assert math.isfinite(saved["lr_schedulers"][0]["_last_lr"][0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import subprocess
 import zipfile
 from pathlib import Path
@@ -55,6 +56,41 @@ def test_files_already_present_are_verified_and_kept(tiny_mnist: TinyMNIST, offl
     ensure_mnist_files(tiny_mnist.raw_dir)
     assert offline == []  # nothing was fetched
     assert {p.name: p.stat().st_mtime_ns for p in tiny_mnist.raw_dir.iterdir()} == before
+
+
+def test_files_verified_once_are_not_read_again_until_they_change(
+    tiny_mnist: TinyMNIST, offline: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    checked: list[str] = []
+    verify = acquire.verify_idx_bytes
+
+    def counting_verify(data: bytes, spec: files.IdxFileSpec, origin: str) -> None:
+        checked.append(spec.filename)
+        verify(data, spec, origin)
+
+    monkeypatch.setattr(acquire, "verify_idx_bytes", counting_verify)
+    caplog.set_level("INFO", logger="mnist_lit")
+    ensure_mnist_files(tiny_mnist.raw_dir)
+    assert len(checked) == 4 and "size and SHA-256 verified" in caplog.text
+    checked.clear()
+    caplog.clear()
+    ensure_mnist_files(tiny_mnist.raw_dir)
+    assert checked == [] and "unchanged since verified" in caplog.text
+
+    labels = tiny_mnist.raw_dir / "t10k-labels-idx1-ubyte"
+    damaged = bytearray(labels.read_bytes())
+    damaged[-1] = (damaged[-1] + 1) % 10  # still a valid label, so only the SHA-256 can tell
+    labels.write_bytes(bytes(damaged))
+    with pytest.raises(MNISTUnavailableError, match="wrong SHA-256"):
+        ensure_mnist_files(tiny_mnist.raw_dir)
+    assert checked == ["t10k-labels-idx1-ubyte"]
+
+
+def test_an_unreadable_record_of_verified_files_means_checking_again(tiny_mnist: TinyMNIST, offline: list[str]) -> None:
+    record = tiny_mnist.raw_dir.parent / "verified.json"
+    record.write_text("{not json")
+    ensure_mnist_files(tiny_mnist.raw_dir)
+    assert sorted(json.loads(record.read_text())) == sorted(spec.filename for spec in tiny_mnist.specs)
 
 
 def test_gzip_files_present_are_decompressed_after_verification(

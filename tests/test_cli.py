@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.cli import LightningCLI
 
 from mnist_lit.callbacks import EpochLineProgress
 from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
+from mnist_lit.commands import COMMANDS, LIGHTNING_SUBCOMMANDS
 from mnist_lit.models import CompactCNN
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
@@ -186,6 +188,24 @@ def test_console_script_and_module_start_the_same_cli() -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         assert "{fit,validate,test,predict}" in result.stdout
+    for cmd in ([sys.executable, "-m", "mnist_lit", "fit", "--help"], [str(bindir / "mnist-lit"), "fit", "--help"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "--trainer.max_epochs" in result.stdout
+
+
+def test_top_level_help_names_every_command_without_importing_torch() -> None:
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['mnist_lit', '--help']\n"
+        "runpy.run_module('mnist_lit', run_name='__main__')\n"
+        "print('imported:', sorted({'torch', 'lightning'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "imported: []" in out
+    assert list(LIGHTNING_SUBCOMMANDS) == list(LightningCLI.subcommands())
+    for name in [*LIGHTNING_SUBCOMMANDS, *COMMANDS]:
+        assert f"\n  {name} " in out
 
 
 def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(tiny_mnist: TinyMNIST) -> None:

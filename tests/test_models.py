@@ -1,4 +1,4 @@
-"""The two networks: Keras' parameter counts layer by layer, shapes, initializers, optimizer, and learning."""
+"""The networks: Keras' parameter counts layer by layer, shapes, initializers, optimizer, and learning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mnist_lit.data.datamodule import MNISTDataModule
-from mnist_lit.models import CompactCNN, KerasReportCNN
+from mnist_lit.models import CompactCNN, FastCNN, KerasReportCNN
 from tests.helpers import TinyMNIST
 
 
@@ -23,6 +23,7 @@ def _layer_params(model: pl.LightningModule) -> list[int]:
     [
         (KerasReportCNN, [320, 18_496, 36_928, 73_856, 1_290], 130_890),
         (CompactCNN, [80, 1_168, 40_100, 1_010], 42_358),
+        (FastCNN, [624, 6_944, 205_056, 2_570], 215_194),
     ],
 )
 def test_parameter_counts_match_keras(cls, per_layer: list[int], total: int) -> None:
@@ -31,7 +32,7 @@ def test_parameter_counts_match_keras(cls, per_layer: list[int], total: int) -> 
     assert sum(p.numel() for p in model.parameters()) == total
 
 
-@pytest.mark.parametrize("cls", [KerasReportCNN, CompactCNN])
+@pytest.mark.parametrize("cls", [KerasReportCNN, CompactCNN, FastCNN])
 def test_output_shapes_and_probabilities(cls) -> None:
     model = cls().eval()
     x = torch.rand(7, 1, 28, 28)
@@ -88,6 +89,29 @@ def test_training_loss_is_softmax_then_categorical_crossentropy_on_one_hot_label
     torch.testing.assert_close(loss, keras)
 
 
+@pytest.mark.parametrize("cls", [KerasReportCNN, CompactCNN])
+def test_pooling_before_relu_is_the_notebooks_network(cls) -> None:
+    """The networks pool before their ReLU; the notebooks' order gives the same outputs and the same gradients."""
+    torch.manual_seed(0)
+    ours = cls().eval()
+    layers = list(ours.net)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    notebook = nn.Sequential(*layers)
+    assert [type(m) for m in notebook] != [type(m) for m in ours.net]
+    x = torch.randn(8, 1, 28, 28)
+    out_ours, out_notebook = ours(x), notebook(x)
+    torch.testing.assert_close(out_ours, out_notebook, rtol=0, atol=0)
+    grads = []
+    for out in (out_ours, out_notebook):
+        ours.zero_grad()
+        out.square().sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    for mine, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
 def test_channels_last_gives_the_same_outputs() -> None:
     torch.manual_seed(0)
     plain = CompactCNN().eval()
@@ -97,7 +121,7 @@ def test_channels_last_gives_the_same_outputs() -> None:
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [KerasReportCNN, CompactCNN])
+@pytest.mark.parametrize("cls", [KerasReportCNN, CompactCNN, FastCNN])
 def test_a_network_can_overfit_a_few_hundred_samples(tiny_mnist: TinyMNIST, cls) -> None:
     pl.seed_everything(0, verbose=False)
     dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, batch_size=32, val_split="test", download=False)

@@ -118,7 +118,8 @@ class ReportFigures(Callback):
 
     @staticmethod
     def _sample(images: Tensor, labels: Tensor, preds: Tensor, conf: Tensor, i: int) -> tuple:
-        return images[i].numpy(), int(labels[i]), int(preds[i]), float(conf[i])
+        """One image (a copy: a view would keep its whole batch alive until the figures are drawn) and its numbers."""
+        return images[i].numpy().copy(), int(labels[i]), int(preds[i]), float(conf[i])
 
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -132,10 +132,19 @@ class WeightedLayer:
 
 
 def network_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The network's layers in the order they run; only ``nn.Sequential`` stacks (both networks are) are mapped."""
+    """The network's layers in the order Keras would run them; only ``nn.Sequential`` stacks (all of mnist_lit's
+    networks are) are mapped.
+
+    A MaxPool2d followed by a ReLU is listed as the ReLU, then the MaxPool2d: the two commute exactly, and Keras
+    models write the activation on the convolution, before the pooling.
+    """
     if not isinstance(net, nn.Sequential):
         raise UserError(f"only nn.Sequential networks map to Keras' Sequential; this one is a {type(net).__name__}.")
-    return [(name, module) for name, module in net.named_children()]
+    layers = list(net.named_children())
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i][1], nn.MaxPool2d) and isinstance(layers[i + 1][1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return layers
 
 
 def weighted_layers(net: nn.Module) -> list[WeightedLayer]:

@@ -199,10 +199,15 @@ class MNISTClassifier(LightningModule):
         return self.evaluations[stage]
 
     def configure_optimizers(self) -> Any:
-        """Adam with Keras' defaults, and the learning-rate schedule ``lr_schedule`` names."""
+        """Adam with Keras' defaults, and the learning-rate schedule ``lr_schedule`` names.
+
+        Adam is the fused implementation (one kernel for all parameters) on CPU and CUDA: the same update as the
+        default, which on a CPU loops over the parameters one operation at a time, and faster.
+        """
         hp = self.hparams
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, fused=fused
         )
         if hp.lr_schedule == "constant":
             return optimizer

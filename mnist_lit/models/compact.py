@@ -12,6 +12,9 @@ from mnist_lit.models.base import MNISTClassifier
 class CompactCNN(MNISTClassifier):
     """Conv 8 - pool - Dropout - Conv 16 - pool - Dropout - Dense 100 - Dropout - Dense 10; 42,358 parameters.
 
+    Each pooling layer runs before its ReLU, as in :class:`~mnist_lit.models.KerasReportCNN`: the same function,
+    computed on 4 times fewer values.
+
     Args:
         filters: output channels of the two 3x3 convolutions (valid padding, ReLU).
         dense_units: width of the hidden dense layer (ReLU).
@@ -30,8 +33,8 @@ class CompactCNN(MNISTClassifier):
     ) -> None:
         c1, c2 = filters
         net = nn.Sequential(
-            nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(conv_dropout),   # 28 -> 26 -> 13
-            nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(conv_dropout),  # 13 -> 11 -> 5
+            nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),   # 28 -> 26 -> 13
+            nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),  # 13 -> 11 -> 5
             nn.Flatten(),
             nn.Linear(c2 * 5 * 5, dense_units), nn.ReLU(),
             nn.Dropout(dense_dropout),

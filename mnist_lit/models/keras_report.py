@@ -12,6 +12,10 @@ from mnist_lit.models.base import MNISTClassifier
 class KerasReportCNN(MNISTClassifier):
     """Conv 32 - pool - Conv 64 - pool - Conv 64 - Flatten - Dense 128 - Dropout - Dense 10; 130,890 parameters.
 
+    Each pooling layer runs before its ReLU, not after as the notebook wrote them: max-pooling and ReLU commute
+    exactly (both pick the same values and pass gradients to the same pixels), and the ReLU then runs on 4 times
+    fewer values.
+
     Args:
         filters: output channels of the three 3x3 convolutions (valid padding, ReLU).
         dense_units: width of the hidden dense layer.
@@ -28,8 +32,8 @@ class KerasReportCNN(MNISTClassifier):
     ) -> None:
         c1, c2, c3 = filters
         net = nn.Sequential(
-            nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 26 -> 13
-            nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),  # 13 -> 11 -> 5
+            nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(),   # 28 -> 26 -> 13
+            nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(),  # 13 -> 11 -> 5
             nn.Conv2d(c2, c3, 3), nn.ReLU(),                   # 5 -> 3
             nn.Flatten(),
             nn.Linear(c3 * 3 * 3, dense_units), nn.ReLU(),
