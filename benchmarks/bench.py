@@ -503,7 +503,8 @@ def timed_command(cmd: list[str], env: dict[str, str] | None = None) -> float:
 def fit_phases(config: Path, data_dir: Path, log_dir: Path, *overrides: str) -> dict[str, float]:
     """Seconds of each of :data:`PHASES` in one ``fit`` command, timed by :class:`bench_timing.PhaseClock`."""
     phases_file = log_dir / "phases.json"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "MNIST_LIT_PHASES": str(phases_file)}
+    python_path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "MNIST_LIT_PHASES": str(phases_file)}
     cmd = [
         sys.executable, "-m", "mnist_lit", "fit", "--config", str(config), "--data.data_dir", str(data_dir.resolve()),
         "--trainer.logger.init_args.save_dir", str(log_dir), "--trainer.callbacks+=bench_timing.PhaseClock", *overrides,
@@ -531,12 +532,13 @@ def import_seconds() -> list[dict[str, Any]]:
     return [{"what": f"import {name}", "seconds": seconds} for name, seconds in heaviest]
 
 
-def bench_startup(data_dir: Path, repeats: int) -> list[dict[str, Any]]:
-    """Where a short ``fit`` command's seconds go (``configs/fast.yaml``, medians over ``repeats``), what importing
-    the CLI costs, and two commands that train nothing: the top-level ``--help`` and ``predict`` on one image."""
+def bench_startup(data_dir: Path, repeats: int, *overrides: str) -> list[dict[str, Any]]:
+    """Where a short ``fit`` command's seconds go (``configs/fast.yaml`` and ``overrides``, medians over
+    ``repeats``), what importing the CLI costs, and two commands that train nothing: the top-level ``--help`` and
+    ``predict`` on one image."""
     config = REPO_ROOT / "configs" / "fast.yaml"
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_startup_") as tmp:
-        runs = [fit_phases(config, data_dir, Path(tmp) / f"run{i}") for i in range(repeats)]
+        runs = [fit_phases(config, data_dir, Path(tmp) / f"run{i}", *overrides) for i in range(repeats)]
         rows = [{"what": what, "seconds": statistics.median(r[what] for r in runs)} for _, _, what in PHASES]
         rows.append({"what": "the whole `fit` command", "seconds": statistics.median(sum(r.values()) for r in runs)})
         rows += import_seconds()

@@ -213,7 +213,7 @@ def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(ti
         "from mnist_lit.data import files\n"
         "from tests.helpers import tiny_specs\n"
         f"files.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
-        "from mnist_lit.cli import main\n"
+        "from mnist_lit.commands import main\n"  # the entry point of `python -m mnist_lit`, which exits early
         "main()\n"
     )
     log = Path("run.log")
@@ -230,3 +230,8 @@ def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(ti
     assert "Validation" not in text and "\r" not in text  # no redrawn bars
     assert "Tip:" not in text and "LeafSpec" not in text
     assert "Data: 200 train / 50 validation" in text
+    assert "test/acc" in text and text.rstrip().endswith("┘")  # all of it flushed, the test table last
+    (run,) = runs("compact")
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+    events = sorted(run.glob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)  # the TensorBoard files were closed, not cut off

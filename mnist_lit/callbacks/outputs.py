@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -45,16 +48,26 @@ def tensorboard_writer(trainer: pl.Trainer) -> SummaryWriter | None:
 
 
 def emit_figure(trainer: pl.Trainer, name: str, fig: Figure, dpi: int) -> Path | None:
-    """Save ``fig`` as ``<run folder>/figures/<name>.png`` and log it to TensorBoard, each where there is one."""
+    """Save ``fig`` as ``<run folder>/figures/<name>.png`` and log it to TensorBoard, each where there is one.
+
+    The figure is drawn once, and the same pixels go to both (``savefig`` and TensorBoard's ``add_figure`` would
+    each draw it again).
+    """
     folder = run_dir_or_warn(trainer, "figures")
+    writer = tensorboard_writer(trainer)
+    if folder is None and writer is None:
+        return None
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3]
     out = None
     if folder is not None:
         out = folder / "figures" / f"{name}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    writer = tensorboard_writer(trainer)
+        Image.fromarray(pixels).save(out)
     if writer is not None:
-        writer.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+        writer.add_image(f"figures/{name}", pixels, global_step=trainer.global_step, dataformats="HWC")
     return out
 
 

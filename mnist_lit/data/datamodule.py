@@ -347,7 +347,10 @@ class MNISTDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Convert the uint8 images to normalized floats after they reach the device (4x less to copy), and
-        augment them first when they are training batches (never in validation, sanity checks, test or predict)."""
+        augment them first when they are training batches (never in validation, sanity checks, test or predict).
+        A bare tensor is not a batch of this data but the model summary's example input, and passes unchanged."""
+        if isinstance(batch, Tensor):
+            return batch
         images, *rest = batch
         trainer = self.trainer
         if self.augmentation is not None and trainer is not None and trainer.training:

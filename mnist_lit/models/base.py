@@ -65,6 +65,8 @@ class MNISTClassifier(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
+        # One blank image: Lightning's model summary then shows each layer's output size and FLOPs per image.
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
         if init == "keras":
             self.net.apply(keras_init_)
         if channels_last:
