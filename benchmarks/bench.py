@@ -481,12 +481,12 @@ def bench_keras_to_99(python: str, data_dir: Path, config: Path, repeats: int) -
 PHASES = (  # (from, to, what happens between), the moments PhaseClock records, plus the process' start and exit
     ("start", "built", "Python starts, imports; the config is parsed, the model and callbacks are built"),
     ("built", "fit_data_ready", "the Trainer starts; the data files are checked and loaded"),
-    ("fit_data_ready", "first_step", "model summary, logger, optimizer, the first batch"),
+    ("fit_data_ready", "first_step", "model summary, logger, optimizer, the training-samples figure"),
     ("first_step", "last_step_done", "training: every step"),
     ("last_step_done", "fit_done", "end of fit: the last checkpoint, the fit's figures"),
     ("fit_done", "test_start", "test set-up: the data check, the best weights"),
-    ("test_start", "test_end", "the test pass"),
-    ("test_end", "exit", "metrics.json, figures, the writers closed, interpreter exit"),
+    ("test_start", "test_end", "the test pass, its figures and metrics.json"),
+    ("test_end", "exit", "the writers closed, the process' exit"),
 )
 
 
@@ -502,6 +502,7 @@ def timed_command(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def fit_phases(config: Path, data_dir: Path, log_dir: Path, *overrides: str) -> dict[str, float]:
     """Seconds of each of :data:`PHASES` in one ``fit`` command, timed by :class:`bench_timing.PhaseClock`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     phases_file = log_dir / "phases.json"
     python_path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "MNIST_LIT_PHASES": str(phases_file)}

@@ -71,7 +71,7 @@ class PhaseClock(Callback):
         Path(os.environ["MNIST_LIT_PHASES"]).write_text(json.dumps(self.moments))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._mark(f"{stage}_data_ready")
+        self._mark(f"{getattr(stage, 'value', stage)}_data_ready")  # Lightning passes its TrainerFn enum
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         self._mark("first_step")
@@ -81,7 +81,7 @@ class PhaseClock(Callback):
         self._mark("last_step_done")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._mark(f"{stage}_done")
+        self._mark(f"{getattr(stage, 'value', stage)}_done")
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._mark("test_start")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -16,20 +17,34 @@ from matplotlib.figure import Figure
 def image_grid(
     images: np.ndarray, titles: Sequence[str], suptitle: str, ncols: int = 8, title_colors: Sequence[str] | None = None
 ) -> Figure:
-    """A grid of grayscale images (N x H x W), each with a short title, like the notebooks' sample plots."""
+    """A grid of grayscale images (N x H x W), each with a short title, like the notebooks' sample plots.
+
+    The images are laid into one mosaic drawn by a single ``imshow``, each scaled to its own range as ``imshow`` of it
+    alone would, with the titles as text above them: one axes instead of one per image, which draws a 24-image grid
+    several times faster.
+    """
     n = len(images)
     if n == 0:
         raise ValueError("image_grid needs at least one image")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(1.5 * ncols, 1.5 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(images[i], cmap="gray")
-            color = title_colors[i] if title_colors is not None else "black"
-            ax.set_title(titles[i], fontsize=8, color=color)
+    height, width = images.shape[1:3]
+    band, gap = max(2, round(height / 3)), max(1, round(width / 7))  # room for a title above each image, and between
+    cell_h, cell_w = height + band, width + gap
+    mosaic = np.full((nrows * cell_h, ncols * cell_w - gap), np.nan)
+    for i, image in enumerate(np.asarray(images, dtype=float)):
+        low, high = np.nanmin(image), np.nanmax(image)
+        top, left = (i // ncols) * cell_h + band, (i % ncols) * cell_w
+        mosaic[top : top + height, left : left + width] = (image - low) / (high - low) if high > low else 0.0
+    fig = Figure(figsize=(1.5 * ncols, 1.5 * nrows + 0.6))
+    ax = fig.add_axes((0.005, 0.0, 0.99, 1 - 0.6 / (1.5 * nrows + 0.6)))
+    ax.set_axis_off()
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    for i, title in enumerate(titles[:n]):
+        color = title_colors[i] if title_colors is not None else "black"
+        x, y = (i % ncols) * cell_w + (width - 1) / 2, (i // ncols) * cell_h + band - 1.5
+        ax.text(x, y, title, fontsize=8, color=color, ha="center", va="bottom")
     fig.suptitle(suptitle)
     return fig
 
