@@ -681,8 +681,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 section("keras", "The notebooks' Keras code against mnist_lit: seconds per epoch", rows)
                 rows = bench_keras_to_99(python, args.data_dir, REPO_ROOT / "configs" / "fast.yaml", repeats)
                 section("keras_to_99", "Time to 99%: notebook A's Keras code against configs/fast.yaml", rows)
-        if "startup" in sections:
-            section("startup", "Fixed costs: commands that train nothing", bench_startup(args.data_dir, repeats))
+        if "startup" in sections and not args.smoke:
+            rows = bench_startup(args.data_dir, repeats)
+            section("startup", "Fixed costs: where a short fit's seconds go, and commands that train nothing", rows)
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
