@@ -47,7 +47,7 @@ from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "startup", "compile", "profile")
+SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile")
 DEFAULT_SECTIONS = ("data", "train", "overhead", "infer", "tta")  # compile and profile take long or print much
 NETWORKS: dict[str, tuple[type[MNISTClassifier], int]] = {  # name: (class, the notebook's batch size)
     "compact": (CompactCNN, 128),
@@ -535,8 +535,8 @@ def import_seconds() -> list[dict[str, Any]]:
 
 def bench_startup(data_dir: Path, repeats: int, *overrides: str) -> list[dict[str, Any]]:
     """Where a short ``fit`` command's seconds go (``configs/fast.yaml`` and ``overrides``, medians over
-    ``repeats``), what importing the CLI costs, and two commands that train nothing: the top-level ``--help`` and
-    ``predict`` on one image."""
+    ``repeats``), what importing the CLI costs, and commands that train nothing: the top-level ``--help``, and
+    ``predict`` and ``classify`` (with the checkpoint, and with its ONNX export) on one image."""
     config = REPO_ROOT / "configs" / "fast.yaml"
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_startup_") as tmp:
         runs = [fit_phases(config, data_dir, Path(tmp) / f"run{i}", *overrides) for i in range(repeats)]
@@ -561,6 +561,19 @@ def bench_startup(data_dir: Path, repeats: int, *overrides: str) -> list[dict[st
         ]  # fmt: skip
         rows.append({"what": "`predict` on one image", "seconds": median_seconds(
             lambda: timed_command(predict_cmd), repeats)})  # fmt: skip
+        classify = [sys.executable, "-m", "mnist_lit", "classify", str(image), "--ckpt_path"]
+        rows.append({"what": "`classify` on one image, the checkpoint", "seconds": median_seconds(
+            lambda: timed_command([*classify, str(checkpoint)]), repeats)})  # fmt: skip
+        onnx_file = Path(tmp) / "fast.onnx"
+        export = [sys.executable, "-m", "mnist_lit", "export", "--ckpt_path", str(checkpoint),
+                  "--output", str(onnx_file), "--data_dir", str(data_dir.resolve())]  # fmt: skip
+        try:
+            timed_command(export)
+        except RuntimeError as err:  # the export extra (onnx, onnxscript, onnxruntime) is not installed
+            print(f"startup: no ONNX row: {str(err).splitlines()[-1]}", file=sys.stderr)
+        else:
+            rows.append({"what": "`classify` on one image, the ONNX export", "seconds": median_seconds(
+                lambda: timed_command([*classify, str(onnx_file)]), repeats)})  # fmt: skip
     return rows
 
 
@@ -672,13 +685,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
             rows = bench_time_to_accuracy([REPO_ROOT / c for c in args.configs.split(",")], seeds, args.data_dir)
             section("tta", "Time to accuracy: `fit` as a user runs it, in a fresh process", rows)
-        if "keras" in sections and not args.smoke:
+        if {"keras", "keras_to_99"} & set(sections) and not args.smoke:
             python, why_not = keras_python(args.keras_python)
             if python is None:
                 section("keras", "The notebooks' Keras code against mnist_lit", why_not)
-            else:
+            if python is not None and "keras" in sections:
                 rows = bench_keras(python, args.data_dir, repeats=min(repeats, 2))
                 section("keras", "The notebooks' Keras code against mnist_lit: seconds per epoch", rows)
+            if python is not None and "keras_to_99" in sections:
                 rows = bench_keras_to_99(python, args.data_dir, REPO_ROOT / "configs" / "fast.yaml", repeats)
                 section("keras_to_99", "Time to 99%: notebook A's Keras code against configs/fast.yaml", rows)
         if "startup" in sections and not args.smoke:

@@ -6,11 +6,8 @@ asks for it) and evaluates on the test set; ``validate``, ``test`` and ``predict
 
 from __future__ import annotations
 
-import importlib
-import logging
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
 from mnist_lit.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
-from mnist_lit.commands import COMMANDS
+from mnist_lit.commands import COMMANDS, configure_logging, run_command
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
@@ -268,30 +265,6 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
     return checkpoint
 
 
-def _show_package_logs() -> None:
-    """Print ``mnist_lit``'s own INFO messages (data acquisition, skipped inputs) as Lightning prints its own."""
-    logger = logging.getLogger("mnist_lit")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
-class _DropAdvertisement(logging.Filter):
-    """Drops Lightning's suggestion to install a logging service, printed at every run's start: nothing to act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-def _silence_library_noise() -> None:
-    """Silence exactly the two messages of every run that are neither ours nor about the user's setup: Lightning's
-    advertisement, and a deprecation inside Lightning's own pytree code. Every other warning stays."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
 def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
     """The CLI as ``python -m mnist_lit`` builds it; with ``run=False``, no subcommand: the Trainer, model and
     datamodule of the given config, built and not run (the benchmark and tests use that)."""
@@ -307,24 +280,15 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
     )
 
 
-def run_command(name: str, args: list[str]) -> None:
-    """Run one of the commands beyond LightningCLI's subcommands (:data:`mnist_lit.commands.COMMANDS`) with its own
-    arguments. Each is imported only when used, so that ``fit`` never pays for ONNX, Keras or a web server."""
-    target, _ = COMMANDS[name]
-    module, _, function = target.partition(":")
-    getattr(importlib.import_module(module), function)(args)
-
-
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])`` in-process)."""
-    _show_package_logs()
-    _silence_library_noise()
     argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        run_command(argv)
+        return
+    configure_logging()
     try:
-        if argv and argv[0] in COMMANDS:
-            run_command(argv[0], argv[1:])
-        else:
-            build_cli(None if args is None else argv)
+        build_cli(None if args is None else argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

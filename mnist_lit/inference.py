@@ -60,7 +60,7 @@ class TorchRunner:
 def load_runner(path: str | Path) -> Runner:
     """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch) or an exported ``.onnx`` (in ONNX Runtime)."""
     if Path(path).suffix.lower() == ".onnx":
-        from mnist_lit.interop.onnx import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
+        from mnist_lit.interop.onnx_runtime import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
 
         return OnnxRunner(path)
     return TorchRunner(path)

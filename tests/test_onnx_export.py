@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,14 @@ import yaml
 
 from mnist_lit.cli import main
 from mnist_lit.data import files
+from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
 from mnist_lit.inference import TorchRunner, load_runner
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, refused, runs
+from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, make_tiny_mnist, refused, runs
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from mnist_lit.interop.onnx import OnnxModelError, OnnxRunner  # noqa: E402  (after the skip: it needs onnxruntime)
+from mnist_lit.interop.onnx_runtime import OnnxModelError, OnnxRunner  # noqa: E402  (after the skip: it needs onnxruntime)
 
 NETWORKS = {"keras_report": "KerasReportCNN", "compact": "CompactCNN"}
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -161,6 +164,53 @@ def test_an_onnx_file_of_another_network_or_for_another_subcommand_is_refused(
     assert "an ONNX model can `predict` only" in capsys.readouterr().err
     missing = ["predict", "--config", str(CONFIGS / "compact.yaml"), "--ckpt_path", "gone.onnx", *QUIET]
     assert exit_code(missing) == 1
+    assert "gone.onnx: no such file" in capsys.readouterr().err
+
+
+# --- classify: the quick path for a few images ----------------------------------------------------------------------
+
+
+def test_classify_prints_the_checkpoints_predictions_and_never_imports_torch_for_onnx(
+    tiny_mnist: TinyMNIST, checkpoints: dict[str, Path], compact_onnx: Path, tmp_path: Path
+) -> None:
+    test_images = np.frombuffer(tiny_mnist.contents["t10k-images-idx3-ubyte"], np.uint8, offset=16)
+    inputs = tmp_path / "digits.npy"
+    np.save(inputs, test_images.reshape(-1, 28, 28)[:20])
+    program = (
+        "import sys\n"
+        "from mnist_lit.classify import main\n"
+        "main(sys.argv[1:])\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    outputs = {}
+    for source in (compact_onnx, checkpoints["compact"]):
+        command = [sys.executable, "-c", program, str(inputs), "--ckpt_path", str(source), "--csv"]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+        *table, imported = done.stdout.splitlines()
+        assert imported == f"torch imported: {source.suffix == '.ckpt'}"
+        outputs[source.suffix] = list(csv.DictReader(table))
+    assert [r["path"] for r in outputs[".onnx"]] == [f"{inputs}[{i}]" for i in range(20)]
+    assert [r["digit"] for r in outputs[".onnx"]] == [r["digit"] for r in outputs[".ckpt"]]
+    probs = {k: np.array([[float(r[f"p{d}"]) for d in range(10)] for r in v]) for k, v in outputs.items()}
+    assert np.abs(probs[".onnx"] - probs[".ckpt"]).max() <= TOLERANCE
+    prepared = load_predict_inputs(inputs).images[:, None]  # as predict prepares them: centred, scaled
+    reference = TorchRunner(checkpoints["compact"]).probabilities(prepared)
+    assert np.abs(probs[".ckpt"] - reference).max() <= 1e-6  # the CSV's six decimals
+
+
+def test_classify_names_what_is_wrong(compact_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blank, one = tmp_path / "blank.npy", tmp_path / "one.npy"
+    np.save(blank, np.zeros((28, 28), np.uint8))
+    np.save(one, np.pad(np.full((16, 4), 255, np.uint8), ((6, 6), (12, 12))))
+    assert exit_code(["classify", str(tmp_path / "gone.png"), "--ckpt_path", str(compact_onnx)]) == 1
+    assert "INPUT " + str(tmp_path / "gone.png") + ": no such file or folder" in capsys.readouterr().err
+    assert exit_code(["classify", str(blank), "--ckpt_path", str(compact_onnx)]) == 1
+    said = capsys.readouterr().err
+    assert "none of the 1 inputs could be predicted" in said and "classify: --invert" in said
+    assert exit_code(["classify", str(one), "--ckpt_path", str(tmp_path / "gone.ckpt")]) == 1
+    assert "gone.ckpt: no such file" in capsys.readouterr().err
+    assert exit_code(["classify", str(one), "--ckpt_path", str(tmp_path / "gone.onnx")]) == 1
     assert "gone.onnx: no such file" in capsys.readouterr().err
 
 

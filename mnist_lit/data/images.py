@@ -63,7 +63,7 @@ class PredictInputs:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def find_input_files(spec: str | Path) -> list[Path]:
+def find_input_files(spec: str | Path, option: str = "data.predict_path") -> list[Path]:
     """The files ``spec`` names: one file, the files directly inside a folder, or a glob pattern's matches.
 
     Folders are not searched recursively (a pattern such as ``digits/**/*.png`` is); hidden files are left out.
@@ -76,17 +76,17 @@ def find_input_files(spec: str | Path) -> list[Path]:
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         if not found:
-            raise PredictInputError(f"data.predict_path {text}: the folder has no files to predict.")
+            raise PredictInputError(f"{option} {text}: the folder has no files to predict.")
         return found
     if glob.has_magic(text):
         found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not found:
             raise PredictInputError(
-                f"data.predict_path {text!r}: the pattern matches no files. Check it, and quote it so that the "
+                f"{option} {text!r}: the pattern matches no files. Check it, and quote it so that the "
                 "shell does not expand it first."
             )
         return found
-    raise PredictInputError(f"data.predict_path {text}: no such file or folder. Give an image, a folder or a pattern.")
+    raise PredictInputError(f"{option} {text}: no such file or folder. Give an image, a folder or a pattern.")
 
 
 def to_intensities(values: np.ndarray) -> np.ndarray:
@@ -239,7 +239,7 @@ def mnist_preprocess(image: np.ndarray, invert: InvertMode = "auto") -> np.ndarr
     if peak < MIN_CONTRAST:
         raise BlankImageError(
             f"is blank: no ink stands out from the background (at most {peak:.0f} grey levels above it); "
-            "if the digit is there, try data.predict_invert"
+            "if the digit is there, set the inversion (predict: data.predict_invert; classify: --invert)"
         )
     x *= 255.0 / peak
     ink = x > INK_FRACTION * 255.0
@@ -259,13 +259,15 @@ def mnist_preprocess(image: np.ndarray, invert: InvertMode = "auto") -> np.ndarr
     return np.rint(out).astype(np.uint8)
 
 
-def load_predict_inputs(spec: str | Path, invert: InvertMode = "auto") -> PredictInputs:
+def load_predict_inputs(
+    spec: str | Path, invert: InvertMode = "auto", option: str = "data.predict_path"
+) -> PredictInputs:
     """Find, read and preprocess every input ``spec`` names; what cannot be used is listed in ``skipped``.
 
     Raises:
         PredictInputError: nothing was found, or not one input could be used.
     """
-    paths = find_input_files(spec)
+    paths = find_input_files(spec, option)
     images: list[np.ndarray] = []
     result = PredictInputs(images=np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
     for path in paths:
@@ -285,7 +287,7 @@ def load_predict_inputs(spec: str | Path, invert: InvertMode = "auto") -> Predic
         reasons = "; ".join(f"{name}: {reason}" for name, reason in result.skipped[:5])
         more = f" (and {len(result.skipped) - 5} more)" if len(result.skipped) > 5 else ""
         raise PredictInputError(
-            f"data.predict_path {spec}: none of the {len(result.skipped)} inputs could be predicted. {reasons}{more}."
+            f"{option} {spec}: none of the {len(result.skipped)} inputs could be predicted. {reasons}{more}."
         )
     result.images = np.stack(images)
     return result

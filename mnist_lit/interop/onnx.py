@@ -9,35 +9,26 @@ The exported model's contract (also stored in its ``metadata_props``):
 The checkpoint's normalization is inside the graph (:class:`~mnist_lit.inference.PixelClassifier` is what is
 exported), so no deployer can get it wrong; the network is exported in eval mode, so no Dropout node is left.
 ``onnx``, ``onnxscript`` (the exporter) and ``onnxruntime`` are an optional extra (``pip install -e '.[export]'``);
-they are imported only in the functions that use them.
+they are imported only in the functions that use them. Running an export needs no torch: see :mod:`.onnx_runtime`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from mnist_lit.checkpoints import TrainedNetwork
-from mnist_lit.data.files import IMAGE_SIDE, NUM_CLASSES
+from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.inference import PixelClassifier
-from mnist_lit.models.base import MNISTClassifier
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-INPUT_CONTRACT = (
-    f"float32 (N, 1, {IMAGE_SIDE}, {IMAGE_SIDE}), N dynamic: raw pixel values 0-255, MNIST polarity (a light digit "
-    "on a dark background)"
+from mnist_lit.interop.onnx_runtime import (
+    INPUT_CONTRACT,
+    INPUT_NAME,
+    OUTPUT_CONTRACT,
+    OUTPUT_NAME,
+    OnnxRunner,
 )
-OUTPUT_CONTRACT = f"float32 (N, {NUM_CLASSES}): the probabilities of the digits 0-9 (softmax)"
-
-
-class OnnxModelError(UserError):
-    """An ONNX file that is missing, unreadable, or not an mnist_lit export; or ONNX Runtime is not installed."""
+from mnist_lit.models.base import MNISTClassifier
 
 
 class OnnxExportError(UserError):
@@ -89,64 +80,6 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
         f"Output {OUTPUT_NAME}: {OUTPUT_CONTRACT}. The normalization ({trained.normalization}) is inside the graph."
     )
     return proto.SerializeToString()
-
-
-def session_options(threads: int | None = None) -> Any:
-    """ONNX Runtime session options: no spinning thread pools (spinning threads slow PyTorch in the same process,
-    microsoft/onnxruntime#13808), and ``threads`` intra-op threads (ONNX Runtime's choice, one per core, if None)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: the warnings are about graph optimizations, not for users
-    if threads:
-        options.intra_op_num_threads = threads
-    return options
-
-
-class OnnxRunner:
-    """An exported model in ONNX Runtime, behind :class:`~mnist_lit.inference.Runner`'s interface.
-
-    Args:
-        path: the ``.onnx`` file written by ``python -m mnist_lit export``.
-        threads: intra-op threads (ONNX Runtime's default, one per physical core, if None).
-
-    Raises:
-        OnnxModelError: the file is missing, not readable by ONNX Runtime, or has not the contract's input and output.
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise OnnxModelError(f"{path}: no such file. Make one with `python -m mnist_lit export`.")
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise OnnxModelError(
-                "running ONNX models needs onnxruntime: pip install onnxruntime (or pip install -e '.[export]')."
-            ) from err
-        try:
-            self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as err:  # ONNX Runtime raises its own exception types, all meaning "not a usable model"
-            raise OnnxModelError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err}).") from err
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
-            raise OnnxModelError(
-                f"{path}: not an mnist_lit export: expected the input {INPUT_NAME!r} and the output {OUTPUT_NAME!r}, "
-                f"found inputs {inputs} and outputs {outputs}."
-            )
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.network_name: str = self.metadata.get("network", path.stem)
-        self.source = path
-
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""
-        x = np.ascontiguousarray(pixels, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
-            raise ValueError(f"expected images of shape (N, 1, {IMAGE_SIDE}, {IMAGE_SIDE}), got {x.shape}")
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
 class OnnxPredictor(MNISTClassifier):

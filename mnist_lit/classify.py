@@ -1,0 +1,87 @@
+"""``python -m mnist_lit classify``: what a trained network reads in your digit images, printed at once.
+
+``predict`` is LightningCLI's subcommand: a Trainer, a run folder, ``predictions.csv`` and a figure, and the seconds
+it takes to import torch and Lightning first. This command does one thing, fast: it prepares the images as
+``predict`` does (:func:`~mnist_lit.data.images.load_predict_inputs`) and prints the same table. With an exported
+``.onnx`` file it never imports torch, so it answers in well under a second; a ``.ckpt`` loads PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mnist_lit.data.images import load_predict_inputs
+from mnist_lit.prediction_table import PredictionTable
+
+if TYPE_CHECKING:
+    from mnist_lit.inference import Runner
+
+PROG = "python -m mnist_lit classify"
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; abbreviations are off, as in the rest of the CLI."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        allow_abbrev=False,
+        description=(
+            "Print what a trained network reads in digit images: the digit, its probability and the runners-up. The "
+            "images are prepared as `predict` prepares them (grey levels, inverted when dark on light, the digit "
+            "scaled and centred as MNIST's are)."
+        ),
+        epilog=(
+            f"Example: {PROG} my_digits/ --ckpt_path model.onnx (an export: no torch, well under a second), or a "
+            "checkpoint from `fit`. For a run folder with predictions.csv and a figure, use `predict`."
+        ),
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders of them, or quoted glob patterns"
+    )
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        metavar="PATH",
+        help="the network: an exported ONNX file (.onnx) or a checkpoint (.ckpt, from `fit` or `import-keras`)",
+    )
+    parser.add_argument(
+        "--invert",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="make the digits light on dark as MNIST's: auto (when the background is the lighter), always, never",
+    )
+    parser.add_argument("--csv", action="store_true", help="print CSV (predict's predictions.csv columns) instead")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    """Parse ``argv``, read the inputs, load the network, print its predictions."""
+    args = build_parser().parse_args(argv)
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    for spec in args.inputs:
+        inputs = load_predict_inputs(spec, args.invert, option="INPUT")
+        for name, reason in inputs.skipped:
+            log.warning("Skipped %s: %s.", name, reason)
+        names += inputs.names
+        images.append(inputs.images)
+    runner = _load(Path(args.ckpt_path))
+    probabilities = runner.probabilities(np.concatenate(images)[:, None])
+    table = PredictionTable(names, probabilities)
+    print(table.to_csv() if args.csv else table.render(max_rows=len(names)), end="" if args.csv else "\n")
+
+
+def _load(path: Path) -> Runner:
+    """A runner for ``path``: ONNX Runtime for ``.onnx`` (no torch), PyTorch for anything else."""
+    if path.suffix.lower() == ".onnx":
+        from mnist_lit.interop.onnx_runtime import OnnxRunner
+
+        return OnnxRunner(path)
+    from mnist_lit.inference import TorchRunner  # imports torch and Lightning: only for checkpoints
+
+    return TorchRunner(path)
