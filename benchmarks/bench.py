@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             python, why_not = keras_python(args.keras_python)
             if python is None:
                 section("keras", "The notebooks' Keras code against mnist_lit", why_not)
-            if python is not None and "keras" in sections:
+            elif "keras" in sections:
                 rows = bench_keras(python, args.data_dir, repeats=min(repeats, 2))
                 section("keras", "The notebooks' Keras code against mnist_lit: seconds per epoch", rows)
             if python is not None and "keras_to_99" in sections:

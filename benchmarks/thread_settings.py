@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 SETTINGS = {
     "default": {},
@@ -30,7 +29,7 @@ NETWORKS = {"fast (batch 256)": ("FastCNN", 256), "report (batch 64)": ("KerasRe
 def step_time(name: str, batch: int, steps: int) -> float:
     """Milliseconds per training step of the network class ``name`` at ``batch`` images, in this process."""
     import torch
-    import torch.nn.functional as F
+    from step_variants import step_timer
 
     import mnist_lit.models as models
 
@@ -38,13 +37,7 @@ def step_time(name: str, batch: int, steps: int) -> float:
     model = getattr(models, name)(channels_last=True)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
     images, labels = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    for n in (10, steps):  # oneDNN picks its kernels on the first steps: time the second run only
-        start = time.perf_counter()
-        for _ in range(n):
-            optimizer.zero_grad()
-            F.cross_entropy(model(images), labels).backward()
-            optimizer.step()
-    return (time.perf_counter() - start) / steps * 1000
+    return step_timer(model, images, labels, optimizer)(steps)
 
 
 def main() -> None:

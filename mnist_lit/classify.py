@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.prediction_table import PredictionTable
-
-if TYPE_CHECKING:
-    from mnist_lit.inference import Runner
+from mnist_lit.runners import load_runner
 
 PROG = "python -m mnist_lit classify"
 log = logging.getLogger(__name__)
@@ -70,18 +67,7 @@ def main(argv: list[str]) -> None:
             log.warning("Skipped %s: %s.", name, reason)
         names += inputs.names
         images.append(inputs.images)
-    runner = _load(Path(args.ckpt_path))
+    runner = load_runner(Path(args.ckpt_path))
     probabilities = runner.probabilities(np.concatenate(images)[:, None])
     table = PredictionTable(names, probabilities)
     print(table.to_csv() if args.csv else table.render(max_rows=len(names)), end="" if args.csv else "\n")
-
-
-def _load(path: Path) -> Runner:
-    """A runner for ``path``: ONNX Runtime for ``.onnx`` (no torch), PyTorch for anything else."""
-    if path.suffix.lower() == ".onnx":
-        from mnist_lit.interop.onnx_runtime import OnnxRunner
-
-        return OnnxRunner(path)
-    from mnist_lit.inference import TorchRunner  # imports torch and Lightning: only for checkpoints
-
-    return TorchRunner(path)

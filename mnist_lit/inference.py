@@ -1,4 +1,4 @@
-"""A trained network as a plain function from raw pixels to probabilities, in PyTorch or in ONNX Runtime.
+"""A trained network as a plain function from raw pixels to probabilities, in PyTorch (ONNX Runtime: :mod:`.runners`).
 
 Deployment targets (an ONNX file, the web app) take raw pixel values, 0 to 255, light digits on a dark background,
 as MNIST's are; the checkpoint's normalization happens inside, so a caller cannot get it wrong.
@@ -7,7 +7,6 @@ as MNIST's are; the checkpoint's normalization happens inside, so a caller canno
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,19 +31,8 @@ class PixelClassifier(nn.Module):
         return self.net(x).softmax(dim=1)
 
 
-class Runner(Protocol):
-    """What serves predictions: a name for the network, and probabilities for a batch of raw-pixel images."""
-
-    network_name: str
-    source: Path
-
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""
-        ...
-
-
 class TorchRunner:
-    """A checkpoint's network, in eval mode on the CPU, behind :class:`Runner`'s interface."""
+    """A checkpoint's network, in eval mode on the CPU, behind :class:`~mnist_lit.runners.Runner`'s interface."""
 
     def __init__(self, ckpt_path: str | Path) -> None:
         trained = load_trained_network(ckpt_path)
@@ -55,12 +43,3 @@ class TorchRunner:
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self.module(torch.as_tensor(np.asarray(pixels, dtype=np.float32))).numpy()
-
-
-def load_runner(path: str | Path) -> Runner:
-    """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch) or an exported ``.onnx`` (in ONNX Runtime)."""
-    if Path(path).suffix.lower() == ".onnx":
-        from mnist_lit.interop.onnx_runtime import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
-
-        return OnnxRunner(path)
-    return TorchRunner(path)

@@ -17,7 +17,8 @@ from mnist_lit.cli import main
 from mnist_lit.data import files
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
-from mnist_lit.inference import TorchRunner, load_runner
+from mnist_lit.inference import TorchRunner
+from mnist_lit.runners import load_runner
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, make_tiny_mnist, refused, runs
 
 onnx = pytest.importorskip("onnx")

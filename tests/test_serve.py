@@ -30,7 +30,8 @@ from PIL import Image, ImageFile
 from mnist_lit.data.files import MNIST_FILES
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
-from mnist_lit.inference import TorchRunner, load_runner
+from mnist_lit.inference import TorchRunner
+from mnist_lit.runners import load_runner
 from mnist_lit.serve.app import MAX_BODY_BYTES, create_app
 from mnist_lit.serve.command import DEFAULT_HOST, bind_socket, build_parser
 from tests.helpers import REPO_ROOT, exit_code

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mnist_lit.inference import load_runner
+from mnist_lit.runners import load_runner
 from tests.test_serve import encode, mnist_test_digits, train_tiny_checkpoint
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
