@@ -40,11 +40,11 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, build_cli
+from mnist_lit.cli.lightning_cli import PROGRESS_BAR_REFRESH_RATE, MNISTLitCLI, build_cli
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
 from mnist_lit.data.files import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
+from mnist_lit.utils.io import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile")

@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime
 import torch
 
-from mnist_lit.checkpoints import TrainedNetwork, load_trained_network
-from mnist_lit.inference import PixelClassifier
-from mnist_lit.interop.commands import verification_images
+from mnist_lit.cli.convert import verification_images
+from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.interop.onnx import OnnxRunner, export_onnx
 from mnist_lit.models import CompactCNN, KerasReportCNN
+from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 NETWORKS = {"keras_report": KerasReportCNN, "compact": CompactCNN}
 #: (batch size, calls per timed run): about the same number of images per run, at least a few calls.

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_lit.data.images import load_predict_inputs
-from mnist_lit.runners import load_runner
+from mnist_lit.inference.runners import load_runner
 
 #: The only address this benchmark sends to.
 HOST = "127.0.0.1"

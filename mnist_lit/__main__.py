@@ -1,6 +1,6 @@
 """``python -m mnist_lit``: the LightningCLI entry point (the top-level ``--help`` answers without importing it)."""
 
-from mnist_lit.commands import main
+from mnist_lit.cli.dispatch import main
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_lit.cli import main  # noqa: E402
+from mnist_lit.cli.lightning_cli import main  # noqa: E402
 from mnist_lit.data import datamodule, files  # noqa: E402
 from mnist_lit.data.files import IdxFileSpec  # noqa: E402
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data import files
 from mnist_lit.data.files import IdxFileSpec, encode_idx
 

@@ -14,11 +14,11 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from mnist_lit.callbacks import ReportFigures
-from mnist_lit.checkpoints import read_checkpoint
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data.augment import Augmentation, apply_affine, random_affine, random_affine_matrices
 from mnist_lit.data.datamodule import EpochShuffleSampler, MNISTDataModule
 from mnist_lit.models import AccurateCNN, CompactCNN
+from mnist_lit.training.checkpoints import read_checkpoint
 from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
 
 DEOTTE = Augmentation(rotation=15, zoom=0.15, shift=0.1)

@@ -14,8 +14,8 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from mnist_lit.callbacks import EpochLineProgress
-from mnist_lit.cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
-from mnist_lit.commands import COMMANDS, LIGHTNING_SUBCOMMANDS
+from mnist_lit.cli.lightning_cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
+from mnist_lit.cli.registry import COMMANDS, LIGHTNING_SUBCOMMANDS
 from mnist_lit.models import CompactCNN
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
@@ -213,7 +213,7 @@ def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(ti
         "from mnist_lit.data import files\n"
         "from tests.helpers import tiny_specs\n"
         f"files.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
-        "from mnist_lit.commands import main\n"  # the entry point of `python -m mnist_lit`, which exits early
+        "from mnist_lit.cli.dispatch import main\n"  # the entry point of `python -m mnist_lit`, which exits early
         "main()\n"
     )
     log = Path("run.log")

@@ -9,7 +9,6 @@ import struct
 import numpy as np
 import pytest
 
-from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.data.files import (
     IdxFileError,
     IdxFileSpec,
@@ -17,6 +16,7 @@ from mnist_lit.data.files import (
     maybe_gunzip,
     verify_idx_bytes,
 )
+from mnist_lit.utils.io import atomic_write_bytes
 from tests.helpers import synthetic_digits
 
 
@@ -87,7 +87,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mnist_lit.atomic.os.replace", fail)
+    monkeypatch.setattr("mnist_lit.utils.io.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(target, b"second")
     assert target.read_bytes() == b"first"

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_lit.cli import main
-from mnist_lit.inference import PixelClassifier, TorchRunner
+from mnist_lit.cli.lightning_cli import main
+from mnist_lit.inference.torch_runner import PixelClassifier, TorchRunner
 from mnist_lit.interop import keras as mapping
 from mnist_lit.models import CompactCNN, KerasReportCNN
 from mnist_lit.models.base import MNISTClassifier

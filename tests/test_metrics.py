@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_lit.metrics import evaluation_summary, geometric_errors, per_class_precision_recall, top_confusions
+from mnist_lit.reporting.metrics import evaluation_summary, geometric_errors, per_class_precision_recall, top_confusions
 
 
 def _cm(errors: dict[tuple[int, int], int], per_class: int = 10) -> torch.Tensor:

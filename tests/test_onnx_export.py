@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data import files
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
-from mnist_lit.inference import TorchRunner
-from mnist_lit.runners import load_runner
+from mnist_lit.inference.runners import load_runner
+from mnist_lit.inference.torch_runner import TorchRunner
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, make_tiny_mnist, refused, runs
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from mnist_lit.interop.onnx_runtime import OnnxModelError, OnnxRunner  # noqa: E402  (after the skip: it needs onnxruntime)
+from mnist_lit.inference.onnx_runner import OnnxModelError, OnnxRunner  # noqa: E402  (after the skip: it needs onnxruntime)
 
 NETWORKS = {"keras_report": "KerasReportCNN", "compact": "CompactCNN"}
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -179,7 +179,7 @@ def test_classify_prints_the_checkpoints_predictions_and_never_imports_torch_for
     np.save(inputs, test_images.reshape(-1, 28, 28)[:20])
     program = (
         "import sys\n"
-        "from mnist_lit.classify import main\n"
+        "from mnist_lit.cli.classify import main\n"
         "main(sys.argv[1:])\n"
         "print('torch imported:', 'torch' in sys.modules)\n"
     )

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data import files
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.images import (
@@ -26,7 +26,7 @@ from mnist_lit.data.images import (
     read_input_file,
 )
 from mnist_lit.models import CompactCNN
-from mnist_lit.prediction_table import PredictionTable
+from mnist_lit.reporting.prediction_table import PredictionTable
 from tests.helpers import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, runs
 
 COMPACT = str(CONFIGS / "compact.yaml")

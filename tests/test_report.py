@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit import plots
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
+from mnist_lit.reporting import plots
 from tests.helpers import CONFIGS, TinyMNIST, runs
 
 FIGURES = ("train_samples", "training_curves", "confusion_matrix", "test_predictions", "misclassified")

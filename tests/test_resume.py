@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lit.checkpoints import AtomicCheckpointIO
-from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import main
+from mnist_lit.training.checkpoints import AtomicCheckpointIO
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -29,7 +29,7 @@ def fit_in_subprocess(args: list[str], tiny: TinyMNIST, stop: str) -> subprocess
         "from mnist_lit.data import files\n"
         "from tests.helpers import tiny_specs\n"
         f"files.MNIST_FILES = tiny_specs({str(tiny.data_dir)!r})\n"
-        "from mnist_lit.cli import main\n"
+        "from mnist_lit.cli.lightning_cli import main\n"
         "main()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

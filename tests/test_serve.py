@@ -27,13 +27,13 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
+from mnist_lit.cli.serve import DEFAULT_HOST, bind_socket, build_parser
 from mnist_lit.data.files import MNIST_FILES
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
-from mnist_lit.inference import TorchRunner
-from mnist_lit.runners import load_runner
+from mnist_lit.inference.runners import load_runner
+from mnist_lit.inference.torch_runner import TorchRunner
 from mnist_lit.serve.app import MAX_BODY_BYTES, create_app
-from mnist_lit.serve.command import DEFAULT_HOST, bind_socket, build_parser
 from tests.helpers import REPO_ROOT, exit_code
 
 with warnings.catch_warnings():  # Starlette 1.x would rather its test client ran on httpx2; httpx still works
@@ -252,7 +252,7 @@ def test_an_exported_onnx_model_serves_the_same_answers(
     onnx = pytest.importorskip("mnist_lit.interop.onnx", reason="the ONNX export is not part of this checkout")
     for package in ("onnxruntime", "onnxscript"):
         pytest.importorskip(package, reason=f"{package} is not installed (pip install -e '.[export]')")
-    from mnist_lit.checkpoints import load_trained_network
+    from mnist_lit.training.checkpoints import load_trained_network
 
     model = tmp_path / "compact.onnx"
     model.write_bytes(onnx.export_onnx(load_trained_network(checkpoint)))

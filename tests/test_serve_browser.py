@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mnist_lit.runners import load_runner
+from mnist_lit.inference.runners import load_runner
 from tests.test_serve import encode, mnist_test_digits, train_tiny_checkpoint
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
@@ -61,7 +61,7 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread on 127.0.0.1 and a free port; yield its address; stop it after."""
     import uvicorn
 
-    from mnist_lit.serve.command import bind_socket, url_of
+    from mnist_lit.cli.serve import bind_socket, url_of
 
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

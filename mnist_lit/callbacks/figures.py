@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from mnist_lit import plots
 from mnist_lit.callbacks.outputs import best_checkpoint, emit_figure, require_classifier
+from mnist_lit.reporting import plots
 
 
 class ReportFigures(Callback):

@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from mnist_lit import plots
-from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.callbacks.outputs import emit_figure, run_dir_or_warn
-from mnist_lit.prediction_table import PredictionTable, short_name
+from mnist_lit.reporting import plots
+from mnist_lit.reporting.prediction_table import PredictionTable, short_name
+from mnist_lit.utils.io import atomic_write_bytes
 
 
 class PredictionWriter(BasePredictionWriter):

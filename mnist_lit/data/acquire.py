@@ -27,7 +27,6 @@ from typing import BinaryIO, Protocol
 import numpy as np
 from torchvision.datasets import MNIST
 
-from mnist_lit.atomic import atomic_write_bytes, free_name
 from mnist_lit.data import files
 from mnist_lit.data.files import (
     IdxFileError,
@@ -37,6 +36,7 @@ from mnist_lit.data.files import (
     verify_idx_bytes,
 )
 from mnist_lit.errors import UserError
+from mnist_lit.utils.io import atomic_write_bytes, free_name
 
 log = logging.getLogger(__name__)
 

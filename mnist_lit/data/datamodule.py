@@ -153,7 +153,7 @@ class MNISTDataModule(LightningDataModule):
             augment = Augmentation(**augment)
         self.augmentation = None if augment is None or augment.is_identity else augment
         # save_hyperparameters reads the arguments from this function's variables: plain values, not the dataclass,
-        # because checkpoints are read weights-only (mnist_lit.checkpoints) and the run report is JSON.
+        # because checkpoints are read weights-only (mnist_lit.training.checkpoints) and the run report is JSON.
         augment = None if self.augmentation is None else asdict(self.augmentation)
         data_dir = str(data_dir)  # a Path would be pickled into checkpoints, which are read weights-only
         self.save_hyperparameters()

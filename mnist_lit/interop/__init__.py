@@ -1,5 +1,5 @@
-"""Networks in and out of mnist_lit: Keras weights (:mod:`.keras`), ONNX (:mod:`.onnx`), and the commands that use
-them (:mod:`.commands`: ``import-keras`` and ``export``).
+"""Networks in and out of mnist_lit: Keras weights (:mod:`.keras`) and ONNX export (:mod:`.onnx`), as functions the
+``import-keras`` and ``export`` commands (:mod:`mnist_lit.cli.convert`) call.
 
 Nothing here is imported by ``fit``: h5py, Keras, ONNX and ONNX Runtime are optional extras, imported only where used.
 """

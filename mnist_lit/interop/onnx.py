@@ -6,10 +6,11 @@ The exported model's contract (also stored in its ``metadata_props``):
   on a dark background);
 - output ``probabilities``: float32, (N, 10), the softmax over the digits 0-9.
 
-The checkpoint's normalization is inside the graph (:class:`~mnist_lit.inference.PixelClassifier` is what is
-exported), so no deployer can get it wrong; the network is exported in eval mode, so no Dropout node is left.
-``onnx``, ``onnxscript`` (the exporter) and ``onnxruntime`` are an optional extra (``pip install -e '.[export]'``);
-they are imported only in the functions that use them. Running an export needs no torch: see :mod:`.onnx_runtime`.
+The checkpoint's normalization is inside the graph (what is exported is
+:class:`~mnist_lit.inference.torch_runner.PixelClassifier`), so no deployer can get it wrong; the network is exported
+in eval mode, so no Dropout node is left. ``onnx``, ``onnxscript`` (the exporter) and ``onnxruntime`` are an optional
+extra (``pip install -e '.[export]'``); they are imported only in the functions that use them. Running an export
+needs no torch: see :mod:`mnist_lit.inference.onnx_runner`.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mnist_lit.checkpoints import TrainedNetwork
 from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.errors import CheckpointError, UserError
-from mnist_lit.inference import PixelClassifier
-from mnist_lit.interop.onnx_runtime import (
+from mnist_lit.inference.onnx_runner import (
     INPUT_CONTRACT,
     INPUT_NAME,
     OUTPUT_CONTRACT,
     OUTPUT_NAME,
     OnnxRunner,
 )
+from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.training.checkpoints import TrainedNetwork
 
 
 class OnnxExportError(UserError):

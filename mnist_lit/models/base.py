@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mnist_lit.metrics import evaluation_summary
+from mnist_lit.reporting.metrics import evaluation_summary
 
 STAGES = ("train", "val", "test")
 

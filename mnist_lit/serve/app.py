@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
-from mnist_lit.runners import Runner
+from mnist_lit.inference.runners import Runner
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The largest request body accepted, in bytes: room for a phone photo; a drawing from the page is a few KB.

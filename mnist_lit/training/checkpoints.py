@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lit.atomic import atomic_write_bytes
 from mnist_lit.data.datamodule import MNISTDataModule, Normalization
 from mnist_lit.errors import CheckpointError
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.utils.io import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -42,7 +42,7 @@ def session_options(threads: int | None = None) -> Any:
 
 
 class OnnxRunner:
-    """An exported model in ONNX Runtime, behind :class:`~mnist_lit.inference.Runner`'s interface.
+    """An exported model in ONNX Runtime, behind :class:`~mnist_lit.inference.runners.Runner`'s interface.
 
     Args:
         path: the ``.onnx`` file written by ``python -m mnist_lit export``.

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mnist_lit.checkpoints import load_trained_network
 from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
+from mnist_lit.training.checkpoints import load_trained_network
 
 
 class PixelClassifier(nn.Module):
@@ -32,7 +32,7 @@ class PixelClassifier(nn.Module):
 
 
 class TorchRunner:
-    """A checkpoint's network, in eval mode on the CPU, behind :class:`~mnist_lit.runners.Runner`'s interface."""
+    """A checkpoint's network, in eval mode on the CPU, behind :class:`~mnist_lit.inference.runners.Runner`."""
 
     def __init__(self, ckpt_path: str | Path) -> None:
         trained = load_trained_network(ckpt_path)

@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
         from mnist_lit.serve.app import create_app
     except ImportError as err:
         raise UserError(f"`serve` needs FastAPI and uvicorn: pip install -e '.[serve]' ({err})") from err
-    from mnist_lit.runners import load_runner
+    from mnist_lit.inference.runners import load_runner
 
     path = Path(args.ckpt_path)
     try:

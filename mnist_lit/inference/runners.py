@@ -26,9 +26,9 @@ class Runner(Protocol):
 def load_runner(path: str | Path) -> Runner:
     """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch) or an exported ``.onnx`` (in ONNX Runtime)."""
     if Path(path).suffix.lower() == ".onnx":
-        from mnist_lit.interop.onnx_runtime import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
+        from mnist_lit.inference.onnx_runner import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
 
         return OnnxRunner(path)
-    from mnist_lit.inference import TorchRunner  # torch and Lightning: only for checkpoints
+    from mnist_lit.inference.torch_runner import TorchRunner  # torch and Lightning: only for checkpoints
 
     return TorchRunner(path)

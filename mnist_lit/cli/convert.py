@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_lit.atomic import atomic_write_bytes
-from mnist_lit.checkpoints import TrainedNetwork, load_trained_network
-from mnist_lit.cli import build_cli
+from mnist_lit.cli.lightning_cli import build_cli
 from mnist_lit.data.files import IMAGE_MAGIC, IMAGE_SIDE, IdxFileError, maybe_gunzip
 from mnist_lit.errors import CheckpointError, UserError
-from mnist_lit.inference import PixelClassifier
+from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
+from mnist_lit.utils.io import atomic_write_bytes
 
 #: Output formats of ``export``, and the file-name ending each needs (Keras refuses to save under other names).
 FORMATS = {"onnx": ".onnx", "keras": ".keras", "weights": ".weights.h5"}
@@ -169,7 +169,7 @@ def _import_parser() -> argparse.ArgumentParser:
 def imported_checkpoint(model: Any, datamodule: Any, source: Any) -> dict[str, Any]:
     """A weights-only checkpoint, as Lightning writes one (``save_weights_only``), of a network whose weights came
     from Keras: it names the class and its init arguments (so LightningCLI and
-    :func:`~mnist_lit.checkpoints.load_trained_network` rebuild it) and records the notebooks' normalization
+    :func:`~mnist_lit.training.checkpoints.load_trained_network` rebuild it) and records the notebooks' normalization
     (pixels / 255). It has no optimizer nor loop state: no training happened here, so ``fit`` starts a new run from
     it with ``--init_weights``, rather than continuing one with ``--ckpt_path``."""
     import lightning

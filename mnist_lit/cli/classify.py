@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lit.data.images import load_predict_inputs
-from mnist_lit.prediction_table import PredictionTable
-from mnist_lit.runners import load_runner
+from mnist_lit.inference.runners import load_runner
+from mnist_lit.reporting.prediction_table import PredictionTable
 
 PROG = "python -m mnist_lit classify"
 log = logging.getLogger(__name__)

@@ -22,12 +22,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
-from mnist_lit.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
-from mnist_lit.commands import COMMANDS, configure_logging, run_command
+from mnist_lit.cli.registry import COMMANDS, configure_logging, run_command
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
-from mnist_lit.resume import check_resumable, latest_last_checkpoint, run_folder_of
+from mnist_lit.training.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
+from mnist_lit.training.resume import check_resumable, latest_last_checkpoint, run_folder_of
 
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.checkpoints import class_path_of, resolve_class
 from mnist_lit.errors import CheckpointError
+from mnist_lit.training.checkpoints import class_path_of, resolve_class
 
 #: The file every ``fit`` keeps in ``<run folder>/checkpoints/``, rewritten at each epoch's end.
 LAST = "last.ckpt"

@@ -11,33 +11,12 @@ entry point also ends the process without the interpreter's finalization (:func:
 from __future__ import annotations
 
 import atexit
-import importlib
-import logging
 import os
 import sys
 import threading
-import warnings
 from typing import NoReturn
 
-from mnist_lit.errors import UserError
-
-#: LightningCLI's subcommands, each with what it does here.
-LIGHTNING_SUBCOMMANDS = {
-    "fit": "train a network as a config says, then test it (--test_after_fit false: do not)",
-    "validate": "evaluate a checkpoint on the validation split",
-    "test": "evaluate a checkpoint on the test set",
-    "predict": "classify your own images (--data.predict_path), or the test set",
-}
-
-#: The other commands: name -> ("module:function", what it does); each parses its own arguments.
-COMMANDS = {
-    "import-keras": ("mnist_lit.interop.commands:import_keras", "a Keras model to a checkpoint"),
-    "export": ("mnist_lit.interop.commands:export", "a checkpoint to ONNX or Keras"),
-    "serve": ("mnist_lit.serve.command:main", "a web page to draw digits on, and an HTTP API"),
-    "classify": ("mnist_lit.classify:main", "your digit images, at once: with an ONNX file, without torch"),
-}
-
-HELP_FLAGS = ("-h", "--help")
+from mnist_lit.cli.registry import COMMANDS, HELP_FLAGS, LIGHTNING_SUBCOMMANDS, run_command
 
 
 def top_level_help() -> str:
@@ -79,48 +58,12 @@ def main() -> None:
         if argv and argv[0] in COMMANDS:
             run_command(argv)
         else:
-            from mnist_lit.cli import main as cli_main
+            from mnist_lit.cli.lightning_cli import main as cli_main
 
             cli_main()
     except SystemExit as done:
         exit_without_finalizing(done.code)
     exit_without_finalizing(0)
-
-
-def run_command(argv: list[str]) -> None:
-    """Run the command ``argv[0]`` (one of :data:`COMMANDS`) with the rest as its arguments; a :class:`UserError`
-    is printed as ``error: ...`` and exits with status 1. Each command is imported only when used, so that ``fit``
-    never pays for ONNX, Keras or a web server."""
-    configure_logging()
-    module, _, function = COMMANDS[argv[0]][0].partition(":")
-    try:
-        getattr(importlib.import_module(module), function)(argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def configure_logging() -> None:
-    """Print ``mnist_lit``'s own INFO messages (data acquisition, skipped inputs) as Lightning prints its own, and
-    silence exactly the two messages of every run that are neither ours nor about the user's setup: Lightning's
-    advertisement, and a deprecation inside Lightning's own pytree code. Every other warning stays."""
-    logger = logging.getLogger("mnist_lit")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdvertisement) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropAdvertisement())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-class _DropAdvertisement(logging.Filter):
-    """Drops Lightning's suggestion to install a logging service, printed at every run's start: nothing to act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
 
 
 def exit_without_finalizing(code: int | str | None) -> NoReturn:

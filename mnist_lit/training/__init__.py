@@ -1,0 +1,1 @@
+"""Training support beyond the callbacks: checkpoints read and written safely, and resuming a stopped run."""

@@ -1,0 +1,1 @@
+"""Small shared utilities that import neither torch nor Lightning."""
