@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningDataModule
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -131,6 +132,9 @@ class MNISTDataModule(LightningDataModule):
             transformed. Unset or all zero: none. Each batch's draws depend only on the seed, the epoch, the batch's
             place in the epoch and the process, so a resumed run augments as the uninterrupted one did.
     """
+
+    #: The constructor's arguments (``save_hyperparameters``), read as attributes; Lightning types the property loosely.
+    hparams: AttributeDict
 
     def __init__(
         self,
