@@ -53,7 +53,7 @@ class RestoreBestWeights(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Put the best epoch's weights back into the model."""
-        if self._best_weights is None:
+        if self._best_weights is None or self.best_epoch is None:
             return
         pl_module.load_state_dict(self._best_weights)
         rank_zero_info(

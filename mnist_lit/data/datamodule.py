@@ -11,8 +11,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
-from lightning.pytorch import LightningDataModule
 from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -158,7 +158,7 @@ class MNISTDataModule(LightningDataModule):
         self.augmentation = None if augment is None or augment.is_identity else augment
         # save_hyperparameters reads the arguments from this function's variables: plain values, not the dataclass,
         # because checkpoints are read weights-only (mnist_lit.training.checkpoints) and the run report is JSON.
-        augment = None if self.augmentation is None else asdict(self.augmentation)
+        augment = None if self.augmentation is None else asdict(self.augmentation)  # type: ignore[assignment]
         data_dir = str(data_dir)  # a Path would be pickled into checkpoints, which are read weights-only
         self.save_hyperparameters()
         # The training epoch and the number of its batches augmented so far (see _batch_generator).
@@ -214,8 +214,8 @@ class MNISTDataModule(LightningDataModule):
         test_x = read_image_file(str(raw / "t10k-images-idx3-ubyte"))
         test_y = read_label_file(str(raw / "t10k-labels-idx1-ubyte"))
         # With keep_on_device, the splits live on the training device: batches are then cut there, no copy per batch.
-        on_device = self.hparams.keep_on_device and self.trainer is not None
-        device = self.trainer.strategy.root_device if on_device else torch.device("cpu")
+        trainer = self.trainer
+        device = trainer.strategy.root_device if self.hparams.keep_on_device and trainer else torch.device("cpu")
 
         def split(images: Tensor, labels: Tensor) -> TensorImageDataset:
             return TensorImageDataset(images.to(device), labels.to(device))
@@ -371,12 +371,14 @@ class MNISTDataModule(LightningDataModule):
         at epochs' ends), and each process of a DDP run draws its own. The generator lives on the CPU: its draws
         (six numbers per image) are the same on every device, and only the resampling runs on the batch's device.
         """
-        epoch = self.trainer.current_epoch
+        trainer = self.trainer
+        assert trainer is not None, "training batches are transformed only during a fit"
+        epoch = trainer.current_epoch
         if self._augmented is None or self._augmented[0] != epoch:
             self._augmented = (epoch, 0)
         index = self._augmented[1]
         self._augmented = (epoch, index + 1)
-        entropy = [self.hparams.seed % 2**64, epoch, index, self.trainer.global_rank]
+        entropy = [self.hparams.seed % 2**64, epoch, index, trainer.global_rank]
         return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
     def state_dict(self) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def decode_picture(
 ) -> np.ndarray:
     """A picture, from a file or a stream, as float32 grey levels (H x W); see :func:`read_picture`."""
     try:
-        with Image.open(source, formats=formats) as opened:
+        with Image.open(source, formats=None if formats is None else list(formats)) as opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
                 raise InputReadError(

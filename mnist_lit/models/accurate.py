@@ -15,12 +15,16 @@ from mnist_lit.models.base import MNISTClassifier
 
 #: Keras' BatchNormalization defaults (momentum 0.99 keeps 99% of the running statistics per step, which is
 #: PyTorch's momentum 0.01; epsilon 1e-3), so that the network trains as his did.
-KERAS_BN = {"eps": 1e-3, "momentum": 0.01}
+KERAS_BN_EPS, KERAS_BN_MOMENTUM = 1e-3, 0.01
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
     """Conv - ReLU - BatchNorm, in his order: batch norm after the activation."""
-    return [nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.ReLU(), nn.BatchNorm2d(c_out, **KERAS_BN)]
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride, padding),
+        nn.ReLU(),
+        nn.BatchNorm2d(c_out, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM),
+    ]
 
 
 class AccurateCNN(MNISTClassifier):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def read_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, 
     return checkpoint
 
 
-def class_path_of(checkpoint: dict[str, Any]) -> str | None:
+def class_path_of(checkpoint: Mapping[str, Any]) -> str | None:
     """The dotted class path of the network a checkpoint holds, as LightningCLI recorded it."""
     return checkpoint.get("hyper_parameters", {}).get("_class_path")
 
