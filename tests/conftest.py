@@ -21,20 +21,20 @@ def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinyMNIST:
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make every network source fail at once (and record what was tried), so no test touches the network."""
-    from mnist_lit.data import acquire
+    from mnist_lit.data import sources
 
     tried: list[str] = []
 
     def refuse_url(url: str, timeout: float) -> None:
         tried.append(url)
-        raise acquire.urllib.error.URLError("network disabled in tests")
+        raise sources.urllib.error.URLError("network disabled in tests")
 
     def refuse_pip(requirement: str, dest: Path, timeout: float) -> Path:
         tried.append(f"pip:{requirement}")
-        raise acquire.SourceError("package index disabled in tests")
+        raise sources.SourceError("package index disabled in tests")
 
-    monkeypatch.setattr(acquire.urllib.request, "urlopen", refuse_url)
-    monkeypatch.setattr(acquire, "pip_download", refuse_pip)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", refuse_url)
+    monkeypatch.setattr(sources, "pip_download", refuse_pip)
     return tried
 
 

@@ -16,7 +16,8 @@ from torch import nn
 from mnist_lit.callbacks import ReportFigures
 from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data.augment import Augmentation, apply_affine, random_affine, random_affine_matrices
-from mnist_lit.data.datamodule import EpochShuffleSampler, MNISTDataModule
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.datasets import EpochShuffleSampler
 from mnist_lit.models import AccurateCNN, CompactCNN
 from mnist_lit.training.checkpoints import read_checkpoint
 from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs

