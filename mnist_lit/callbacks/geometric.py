@@ -39,10 +39,9 @@ class GeometricErrorCallback(Callback):
             f"most frequent confusions (true->predicted): {confusions or 'none'}"
         )
 
-    @staticmethod
-    def _log_per_class(trainer: pl.Trainer, stage: str, pl_module: pl.LightningModule) -> dict | None:
+    def _log_per_class(self, trainer: pl.Trainer, stage: str, pl_module: pl.LightningModule) -> dict | None:
         """Per-class values go straight to TensorBoard: 20 more rows would swamp the printed test table."""
-        summary = pl_module.evaluations.get(stage)
+        summary = require_classifier(self, pl_module).evaluations.get(stage)
         writer = tensorboard_writer(trainer)
         if summary is None or writer is None:
             return summary

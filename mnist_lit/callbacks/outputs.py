@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
+
+if TYPE_CHECKING:
+    from mnist_lit.models.base import MNISTClassifier
 
 
 def run_dir(trainer: pl.Trainer) -> Path | None:
@@ -71,22 +74,24 @@ def emit_figure(trainer: pl.Trainer, name: str, fig: Figure, dpi: int) -> Path |
     return out
 
 
-def require_classifier(callback: Callback, pl_module: pl.LightningModule) -> None:
-    """Fail at start-up, with a message, when ``callback`` is given a module without the evaluation it reads."""
-    from mnist_lit.models.base import MNISTClassifier  # the models import nothing from the callbacks
+def require_classifier(callback: Callback, pl_module: pl.LightningModule) -> MNISTClassifier:
+    """``pl_module`` as the mnist_lit network it must be; fails, with a message, when ``callback`` is given a module
+    without the evaluation it reads (called at set-up, so a wrong module stops the run before it starts)."""
+    from mnist_lit.models.base import MNISTClassifier  # imported when first used: importing it loads Lightning
 
     if not isinstance(pl_module, MNISTClassifier):
         raise TypeError(
             f"{type(callback).__name__} reads the evaluation an mnist_lit network computes; "
             f"{type(pl_module).__name__} is not one (use a network from mnist_lit.models)."
         )
+    return pl_module
 
 
 def best_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:
     """What Lightning's ``ModelCheckpoint`` knows of the best checkpoint: its path, and, when it monitors a metric,
     that metric's name and score and the checkpoint's epoch (from 0). Empty when there is no checkpoint."""
     callback = trainer.checkpoint_callback
-    if callback is None or not callback.best_model_path:
+    if not isinstance(callback, ModelCheckpoint) or not callback.best_model_path:
         return {}
     facts: dict[str, Any] = {"best_checkpoint": callback.best_model_path}
     if callback.monitor is not None and callback.best_model_score is not None:
