@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -121,9 +121,11 @@ class MNISTLitCLI(LightningCLI):
         """Keep ``checkpoints/last.ckpt`` at every epoch's end, say how to continue if the run is stopped, and load
         ``--init_weights`` when given."""
         checkpoint = self.trainer.checkpoint_callback
-        if checkpoint is not None and not checkpoint.save_last:
+        if isinstance(checkpoint, ModelCheckpoint) and not checkpoint.save_last:
             checkpoint.save_last = True
-        self.trainer.callbacks.append(ResumeHint([str(c) for c in self.config.fit.get("config") or []]))
+        self.trainer.callbacks.append(  # type: ignore[attr-defined]  # Lightning's connectors set Trainer.callbacks
+            ResumeHint([str(c) for c in self.config.fit.get("config") or []])
+        )
         init_weights = self.config.fit.get("init_weights")
         if init_weights:
             load_weights(self.model, init_weights)
@@ -132,7 +134,7 @@ class MNISTLitCLI(LightningCLI):
         """Apply ``--predict_figure`` to every PredictionWriter."""
         choice = self.config.predict.get("predict_figure")
         if choice is not None:
-            for callback in self.trainer.callbacks:
+            for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's connectors
                 if isinstance(callback, PredictionWriter):
                     callback.save_figure = choice
 
@@ -172,7 +174,8 @@ class ResumeHint(Callback):
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         checkpoint = trainer.checkpoint_callback
-        last = Path(checkpoint.last_model_path) if checkpoint is not None and checkpoint.last_model_path else None
+        saved = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        last = Path(saved) if saved else None
         if last is None or not last.is_file():
             rank_zero_info("Stopped before the first epoch finished: there is no checkpoint to continue from.")
             return
