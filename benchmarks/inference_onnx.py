@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from mnist_lit.cli.convert import verification_images
+from mnist_lit.cli.export import verification_images
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.interop.onnx import OnnxRunner, export_onnx
 from mnist_lit.models import CompactCNN, KerasReportCNN

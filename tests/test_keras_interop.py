@@ -4,9 +4,12 @@ TensorFlow), imported in all three file formats and exported back, with the same
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
+import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ import torch.nn.functional as F
 from mnist_lit.cli.lightning_cli import main
 from mnist_lit.inference.torch_runner import PixelClassifier, TorchRunner
 from mnist_lit.interop import keras as mapping
+from mnist_lit.interop.keras import writing
 from mnist_lit.models import CompactCNN, KerasReportCNN
 from mnist_lit.models.base import MNISTClassifier
-from tests.helpers import CONFIGS, exit_code, refused, runs
+from tests.helpers import CONFIGS, exit_code, refused, runs, synthetic_digits
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is first imported; Keras runs on PyTorch here
 keras = pytest.importorskip("keras")
@@ -215,7 +219,7 @@ def test_a_broken_flatten_mapping_would_be_caught(
     def transpose_only(kernel: np.ndarray, flatten_chw: tuple | None = None) -> np.ndarray:
         return np.ascontiguousarray(kernel.T)
 
-    monkeypatch.setattr(mapping, "dense_kernel_to_torch", transpose_only)
+    monkeypatch.setattr(mapping.mapping, "dense_kernel_to_torch", transpose_only)
     notebook = notebook_models["keras_report"]
     probs = TorchRunner(import_keras(notebook.files["keras"], notebook.config, tmp_path / "x.ckpt")).probabilities(
         test_images[0]
@@ -313,6 +317,130 @@ def test_an_exported_model_predicts_in_keras_what_the_checkpoint_predicts(
     assert np.abs(probs - expected).max() <= TOLERANCE
     np.testing.assert_array_equal(probs.argmax(axis=1), expected.argmax(axis=1))
     assert np.abs(probs - notebook.keras_probs).max() > 1e-3  # the perturbed weights, not the original ones
+
+
+# --- export: a .keras file that Keras on every backend loads --------------------------------------------------------
+
+#: Loads a .keras file with a plain ``keras.models.load_model`` in a fresh process without torch (as a TensorFlow or
+#: JAX environment is), predicts, and with ``fit``, trains one batch on from the file's compile settings.
+LOAD_WITHOUT_TORCH = """
+import json, sys
+sys.modules["torch"] = None
+import keras
+import numpy as np
+model_path, images_path, out_path, fit = sys.argv[1:5]
+model = keras.models.load_model(model_path)
+x = np.load(images_path).transpose(0, 2, 3, 1).astype(np.float32) / 255
+np.save(out_path, np.asarray(model.predict(x, batch_size=len(x), verbose=0)))
+report = {"backend": keras.backend.backend(), "optimizer": type(model.optimizer).__module__}
+if fit == "fit":
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit(x[:16], keras.utils.to_categorical(np.arange(16) % 10, 10), batch_size=16, verbose=0)
+    after = [np.array(w) for w in model.trainable_weights]
+    report.update(loss=history.history["loss"][0], steps=int(model.optimizer.iterations), weights=len(after),
+                  changed=sum(not np.array_equal(a, b) for a, b in zip(before, after)))
+print(json.dumps(report))
+"""
+
+
+@dataclass
+class ExportedModel:
+    checkpoint: Path
+    keras_file: Path
+    images: np.ndarray
+    probs: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def exported_compact(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
+    """A CompactCNN checkpoint with confident predictions (its initial weights tripled), made with import-keras,
+    exported to .keras, and its own probabilities for 64 synthetic digits. No real data needed."""
+    folder = tmp_path_factory.mktemp("export_compact")
+    torch.manual_seed(0)
+    net = CompactCNN().net
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.mul_(3)
+    model = compile_as_notebooks(notebook_b())
+    weighted = [layer for layer in model.layers if layer.weights]
+    for layer, arrays in zip(weighted, mapping.network_to_keras_weights(net), strict=True):
+        layer.set_weights(arrays)
+    model.save_weights(folder / "start.weights.h5")
+    checkpoint = import_keras(folder / "start.weights.h5", CONFIGS / "compact.yaml", folder / "compact.ckpt")
+    keras_file = folder / "compact.keras"
+    main(["export", "--ckpt_path", str(checkpoint), "--output", str(keras_file), "--data_dir", str(folder / "none")])
+    images = synthetic_digits(64, seed=2)[0].reshape(-1, 1, 28, 28)
+    return ExportedModel(checkpoint, keras_file, images, TorchRunner(checkpoint).probabilities(images))
+
+
+def json_strings(value: Any) -> list[str]:
+    """Every key and string value in a JSON document."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [key, *json_strings(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in json_strings(item)]
+    return []
+
+
+def test_an_exported_keras_file_names_no_backend_and_compiles_as_the_notebooks(exported_compact) -> None:
+    with zipfile.ZipFile(exported_compact.keras_file) as archive:
+        config, metadata = (json.loads(archive.read(name)) for name in ("config.json", "metadata.json"))
+    strings = json_strings(config) + json_strings(metadata)
+    assert strings and not [text for text in strings if "keras.src.backend" in text or "torch" in text.lower()]
+    compiled = config["compile_config"]
+    assert {key: compiled["optimizer"][key] for key in ("module", "class_name", "registered_name")} == {
+        "module": "keras.optimizers", "class_name": "Adam", "registered_name": None,
+    }  # fmt: skip
+    settings = compiled["optimizer"]["config"]
+    assert (settings["beta_1"], settings["beta_2"], settings["epsilon"]) == (0.9, 0.999, 1e-7)
+    assert settings["learning_rate"] == pytest.approx(1e-3)
+    assert (compiled["loss"], compiled["metrics"]) == ("categorical_crossentropy", ["accuracy"])
+
+
+@pytest.mark.parametrize(("backend", "needs"), [("numpy", "scipy"), ("jax", "jax")])
+def test_an_exported_keras_file_loads_on_another_backend_without_torch(
+    exported_compact, backend: str, needs: str, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec(needs) is None:
+        pytest.skip(f"Keras' {backend} backend needs {needs}, which is not installed")
+    assert exported_compact.probs.max(axis=1).mean() > 0.5  # confident predictions: a real comparison
+    np.save(tmp_path / "images.npy", exported_compact.images)
+    fit = "fit" if backend != "numpy" else "no"  # Keras' numpy backend runs inference only
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_TORCH, str(exported_compact.keras_file), str(tmp_path / "images.npy"),
+         str(tmp_path / "probs.npy"), fit],
+        env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend and report["optimizer"] == "keras.src.optimizers.adam"
+    probs = np.load(tmp_path / "probs.npy")
+    assert np.abs(probs - exported_compact.probs).max() <= TOLERANCE
+    if fit == "fit":
+        assert report["steps"] == 1 and report["changed"] == report["weights"] == 8 and np.isfinite(report["loss"])
+
+
+def test_a_loaded_export_trains_on_in_keras(exported_compact) -> None:
+    model = keras.saving.load_model(exported_compact.keras_file)
+    assert model.optimizer.get_config()["epsilon"] == 1e-7
+    x = exported_compact.images[:16].transpose(0, 2, 3, 1).astype(np.float32) / 255
+    before = [np.array(w) for w in model.get_weights()]
+    history = model.fit(x, keras.utils.to_categorical(np.arange(16) % 10, 10), batch_size=16, verbose=0)
+    assert int(model.optimizer.iterations) == 1 and np.isfinite(history.history["loss"][0])
+    assert all(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_an_export_that_would_name_a_backend_class_is_refused(
+    exported_compact, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the public optimizer name, Keras on PyTorch writes its backend's Adam; the export must not pass."""
+    monkeypatch.setattr(writing, "name_public_optimizer", lambda path, optimizer: None)
+    output = tmp_path / "model.keras"
+    err = refused(["export", "--ckpt_path", str(exported_compact.checkpoint), "--output", str(output),
+                   "--data_dir", str(tmp_path / "none")], capsys, output)  # fmt: skip
+    assert "keras.src.backend.torch.optimizers.torch_adam" in err and "other backends cannot import" in err
 
 
 def test_a_standardized_network_exports_with_the_standardization_folded_in() -> None:

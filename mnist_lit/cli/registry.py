@@ -23,8 +23,8 @@ LIGHTNING_SUBCOMMANDS = {
 
 #: The other commands: name -> ("module:function", what it does); each parses its own arguments.
 COMMANDS = {
-    "import-keras": ("mnist_lit.cli.convert:import_keras", "a Keras model to a checkpoint"),
-    "export": ("mnist_lit.cli.convert:export", "a checkpoint to ONNX or Keras"),
+    "import-keras": ("mnist_lit.cli.import_keras:main", "a Keras model to a checkpoint"),
+    "export": ("mnist_lit.cli.export:main", "a checkpoint to ONNX or Keras"),
     "serve": ("mnist_lit.cli.serve:main", "a web page to draw digits on, and an HTTP API"),
     "classify": ("mnist_lit.cli.classify:main", "your digit images, at once: with an ONNX file, without torch"),
 }

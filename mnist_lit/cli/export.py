@@ -1,23 +1,15 @@
-"""The ``import-keras`` and ``export`` commands: arguments, checks, and output files written whole or not at all.
-
-``python -m mnist_lit import-keras MODEL --config C --output X.ckpt`` turns a Keras model into an ordinary
-checkpoint of the config's network. ``python -m mnist_lit export --ckpt_path X.ckpt --output F`` writes a
-checkpoint as ONNX (``.onnx``), a Keras 3 model (``.keras``) or Keras weights (``.weights.h5``), and before it
-reports success, runs the written file (ONNX Runtime, or Keras) on MNIST test images and compares its
-probabilities with PyTorch's. Every failure is a :class:`~mnist_lit.errors.UserError` and leaves nothing at
-``--output``.
+"""``python -m mnist_lit export --ckpt_path X.ckpt --output F``: a checkpoint written as ONNX (``.onnx``), a Keras 3
+model (``.keras``) or Keras weights (``.weights.h5``). Before it reports success, the command runs the written file
+(ONNX Runtime, or Keras) on MNIST test images and compares its probabilities with PyTorch's. Every failure is a
+:class:`~mnist_lit.errors.UserError` and leaves nothing at ``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-import io
-import logging
 import os
 import secrets
 import struct
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,13 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_lit.cli.lightning_cli import build_cli
+from mnist_lit.cli.conversion import PROG, ExportError, check_output, configured_network, network_options
 from mnist_lit.data.files import IMAGE_MAGIC, IMAGE_SIDE, IdxFileError, maybe_gunzip
-from mnist_lit.errors import CheckpointError, UserError
+from mnist_lit.errors import CheckpointError
 from mnist_lit.inference.torch_runner import PixelClassifier
-from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
-from mnist_lit.utils.io import atomic_write_bytes
 
 #: Output formats of ``export``, and the file-name ending each needs (Keras refuses to save under other names).
 FORMATS = {"onnx": ".onnx", "keras": ".keras", "weights": ".weights.h5"}
@@ -42,25 +32,6 @@ TOLERANCE = 1e-5
 
 #: How many MNIST test images (the first ones) the exported file is checked on.
 VERIFY_IMAGES = 1000
-
-PROG = "python -m mnist_lit"
-
-
-class ExportError(UserError):
-    """An ``export`` or ``import-keras`` that cannot be done as asked: a bad option, or a file that failed its check."""
-
-
-# --- shared checks --------------------------------------------------------------------------------------------------
-
-
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an ``--output`` in a folder that does not exist, a folder, or an existing file without ``--overwrite``."""
-    if not output.parent.is_dir():
-        raise ExportError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
-    if output.is_dir():
-        raise ExportError(f"--output {output}: is a folder; give a file name.")
-    if output.exists() and not overwrite:
-        raise ExportError(f"--output {output}: the file exists; pass --overwrite to replace it.")
 
 
 @contextmanager
@@ -113,112 +84,7 @@ def torch_probabilities(trained: TrainedNetwork, images: np.ndarray) -> np.ndarr
         return module(torch.from_numpy(images).float()).numpy()
 
 
-def network_options(cls: type) -> set[str]:
-    """The constructor arguments that shape a network class (not its training options)."""
-    training = set(inspect.signature(MNISTClassifier.__init__).parameters)
-    return {name for name in inspect.signature(cls.__init__).parameters if name not in training and name != "kwargs"}
-
-
-def configured_network(configs: list[str]) -> tuple[Any, Any]:
-    """The network and data module of ``--config`` files, as ``python -m mnist_lit fit --config ...`` builds them."""
-    for config in configs:
-        if not Path(config).is_file():
-            raise ExportError(f"--config {config}: no such file.")
-    args = [item for config in configs for item in ("--config", config)]
-    lightning_log = logging.getLogger("lightning.pytorch")
-    level = lightning_log.level
-    lightning_log.setLevel(logging.WARNING)  # the Trainer's notes (GPU available, tips) are not about this command
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = build_cli([*args, "--seed_everything", "false", "--trainer.logger", "false"], run=False)
-    finally:
-        lightning_log.setLevel(level)
-    return cli.model, cli.datamodule
-
-
-# --- import-keras ---------------------------------------------------------------------------------------------------
-
-
-def _import_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} import-keras",
-        allow_abbrev=False,
-        description=(
-            "Turn a Keras model of one of the notebooks' networks into a checkpoint of the config's network, which "
-            "test, validate and predict take with --ckpt_path, and fit with --init_weights. Keras files are read with "
-            "h5py (no TensorFlow, no Keras)."
-        ),
-        epilog=(
-            "Layers are matched by order and checked by shape; for files with a saved architecture (.keras, full "
-            ".h5) also activations, padding and pooling. Conv kernels go from (kh, kw, in, out) to (out, in, kh, kw), "
-            "dense kernels are transposed, and the first dense layer after Flatten has its inputs re-ordered from "
-            "Keras' (H, W, C) to PyTorch's (C, H, W)."
-        ),
-    )
-    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, a legacy full-model .h5, or .weights.h5")
-    parser.add_argument(
-        "--config", action="append", required=True, metavar="YAML",
-        help="the config whose network the weights go into, e.g. configs/keras_report.yaml (repeatable; later wins)",
-    )  # fmt: skip
-    parser.add_argument("--output", required=True, metavar="PATH.ckpt", help="the checkpoint to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    return parser
-
-
-def imported_checkpoint(model: Any, datamodule: Any, source: Any) -> dict[str, Any]:
-    """A weights-only checkpoint, as Lightning writes one (``save_weights_only``), of a network whose weights came
-    from Keras: it names the class and its init arguments (so LightningCLI and
-    :func:`~mnist_lit.training.checkpoints.load_trained_network` rebuild it) and records the notebooks' normalization
-    (pixels / 255). It has no optimizer nor loop state: no training happened here, so ``fit`` starts a new run from
-    it with ``--init_weights``, rather than continuing one with ``--ckpt_path``."""
-    import lightning
-
-    normalization = {"normalization": "unit"}
-    return {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": lightning.__version__,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "hparams_name": "kwargs",
-        "hyper_parameters": dict(model.hparams),
-        "datamodule_hparams_name": "kwargs",
-        "datamodule_hyper_parameters": {**dict(datamodule.hparams), **normalization},
-        type(datamodule).__qualname__: normalization,
-        "imported_from": {"file": str(source.path), "format": source.format, "keras_version": source.keras_version},
-    }
-
-
-def import_keras(argv: list[str]) -> None:
-    """``python -m mnist_lit import-keras MODEL --config C --output X.ckpt [--overwrite]``."""
-    from mnist_lit.interop.keras import check_architecture, keras_to_state_dict, read_keras_file
-
-    args = _import_parser().parse_args(argv)
-    output = Path(args.output)
-    if output.suffix != ".ckpt":
-        raise ExportError(f"--output {output}: a checkpoint's name must end in .ckpt.")
-    check_output(output, args.overwrite)
-    source = read_keras_file(args.model)
-    model, datamodule = configured_network(args.config)
-    network = f"{type(model).__name__} (--config {' '.join(args.config)})"
-    check_architecture(source, model.net, network)
-    model.net.load_state_dict(keras_to_state_dict(source, model.net))
-    buffer = io.BytesIO()
-    torch.save(imported_checkpoint(model, datamodule, source), buffer)
-    atomic_write_bytes(output, buffer.getvalue())
-    version = f", Keras {source.keras_version}" if source.keras_version else ""
-    config = " ".join(f"--config {c}" for c in args.config)
-    print(
-        f"Imported {len(source.layers)} layers from {source.path} ({source.format}{version}) into "
-        f"{type(model).__name__}. Wrote {output}\nEvaluate it: {PROG} test {config} --ckpt_path {output}\n"
-        f"Train on from it: {PROG} fit {config} --init_weights {output}"
-    )
-
-
-# --- export ---------------------------------------------------------------------------------------------------------
-
-
-def _export_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} export",
         allow_abbrev=False,
@@ -298,16 +164,18 @@ def _write_onnx(trained: TrainedNetwork, path: Path, images: np.ndarray) -> np.n
 
 def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: str) -> np.ndarray:
     """Write the Keras file, then load it back with Keras as a user would, and return its probabilities."""
-    from mnist_lit.interop.keras import build_keras_model, import_keras_package, keras_model_for
+    from mnist_lit.interop.keras.writing import (
+        build_keras_model,
+        import_keras_package,
+        keras_model_for,
+        save_keras_model,
+    )
 
     hparams = dict(trained.model.hparams)
     model = keras_model_for(trained.model.net, trained.normalization, hparams)
     keras = import_keras_package()
     if fmt == "keras":
-        # Built optimizer variables (zeros) are saved with the model, so that Keras, which builds the optimizer of
-        # a compiled model it loads, finds all of them and warns of none.
-        model.optimizer.build(model.trainable_variables)
-        model.save(path)
+        save_keras_model(model, path)
         reloaded = keras.saving.load_model(path)
     else:
         model.save_weights(path)
@@ -317,9 +185,9 @@ def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: s
     return np.asarray(reloaded.predict(x, batch_size=500, verbose=0))
 
 
-def export(argv: list[str]) -> None:
+def main(argv: list[str]) -> None:
     """``python -m mnist_lit export --ckpt_path X.ckpt --output F [--format ...] [--overwrite] [--config C]``."""
-    args = _export_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     output = Path(args.output)
     fmt = output_format(output, args.format)
     check_output(output, args.overwrite)
