@@ -95,7 +95,9 @@ def keras_save_names(class_names: list[str]) -> list[str]:
 
 
 def _split_save_name(name: str) -> tuple[str, int]:
-    base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", name).groups()
+    match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+    assert match is not None  # the pattern matches every string
+    base, number = match.groups()
     return base, int(number or 0)
 
 

@@ -76,10 +76,12 @@ def network_to_keras_weights(net: nn.Module, normalization: Normalization = "uni
     """
     result = []
     for index, layer in enumerate(weighted_layers(net)):
-        weight = layer.module.weight.detach().double().cpu()
-        bias = layer.module.bias.detach().double().cpu()
+        module = layer.module
+        if module.bias is None:
+            raise UserError(f"layer {layer.name} has no bias; a Keras Conv2D or Dense of the notebooks has one.")
+        weight, bias = module.weight.detach().double().cpu(), module.bias.detach().double().cpu()
         if index == 0 and normalization == "standardize":
-            if layer.kind != "conv" or torch_padding(layer.module) != "valid":
+            if not isinstance(module, nn.Conv2d) or torch_padding(module) != "valid":
                 raise UserError("a standardized network can be exported to Keras only if it starts with a valid conv.")
             bias = bias - (MNIST_MEAN / MNIST_STD) * weight.sum(dim=(1, 2, 3))
             weight = weight / MNIST_STD

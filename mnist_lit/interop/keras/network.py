@@ -88,7 +88,8 @@ def weighted_layers(net: nn.Module) -> list[WeightedLayer]:
     result, pending_flatten = [], None
     for name, module in layers:
         if isinstance(module, nn.Flatten):
-            pending_flatten = tuple(flatten_inputs[name])
+            c, h, w = flatten_inputs[name]
+            pending_flatten = (c, h, w)
         elif isinstance(module, nn.Conv2d):
             result.append(WeightedLayer(name, module))
         elif isinstance(module, nn.Linear):
