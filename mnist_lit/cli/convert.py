@@ -11,6 +11,7 @@ probabilities with PyTorch's. Every failure is a :class:`~mnist_lit.errors.UserE
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import io
 import logging
@@ -108,7 +109,7 @@ def verification_images(data_dir: Path, count: int = VERIFY_IMAGES) -> tuple[np.
 
 def torch_probabilities(trained: TrainedNetwork, images: np.ndarray) -> np.ndarray:
     """The checkpoint's probabilities for raw-pixel images, as PyTorch computes them."""
-    module = PixelClassifier(trained.model.net, trained.normalization).eval()
+    module = PixelClassifier.of(trained)
     with torch.inference_mode():
         return module(torch.from_numpy(images).float()).numpy()
 
@@ -301,7 +302,8 @@ def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: s
     from mnist_lit.interop.keras import build_keras_model, import_keras_package, keras_model_for
 
     hparams = dict(trained.model.hparams)
-    model = keras_model_for(trained.model.net, trained.normalization, hparams)
+    net = temperature_folded(trained.model.net, float(trained.model.temperature))
+    model = keras_model_for(net, trained.normalization, hparams)
     keras = import_keras_package()
     if fmt == "keras":
         # Built optimizer variables (zeros) are saved with the model, so that Keras, which builds the optimizer of
@@ -311,10 +313,31 @@ def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: s
         reloaded = keras.saving.load_model(path)
     else:
         model.save_weights(path)
-        reloaded = build_keras_model(trained.model.net, keras, hparams)
+        reloaded = build_keras_model(net, keras, hparams)
         reloaded.load_weights(path)
     x = images.astype(np.float32).transpose(0, 2, 3, 1) / 255.0
     return np.asarray(reloaded.predict(x, batch_size=500, verbose=0))
+
+
+def temperature_folded(net: torch.nn.Module, temperature: float) -> torch.nn.Module:
+    """``net`` with its final Linear layer's weights and bias divided by ``temperature`` (a copy; ``net`` itself when
+    T is 1), so that a plain Keras Sequential, whose last Dense layer applies the softmax, gives the calibrated
+    probabilities: softmax((W x + b) / T) = softmax((W / T) x + b / T), with no custom layer."""
+    if temperature == 1.0:
+        return net
+    last = [m for m in net.modules() if any(True for _ in m.parameters(recurse=False))][-1]
+    if not isinstance(last, torch.nn.Linear):
+        raise ExportError(
+            f"the checkpoint's temperature ({temperature:.4f}) can be folded into a final Linear layer only; this "
+            f"network ends in {type(last).__name__}. Export to ONNX, which carries the temperature in its graph."
+        )
+    folded = copy.deepcopy(net)
+    last = [m for m in folded.modules() if any(True for _ in m.parameters(recurse=False))][-1]
+    with torch.no_grad():
+        last.weight.div_(temperature)
+        if last.bias is not None:
+            last.bias.div_(temperature)
+    return folded
 
 
 def export(argv: list[str]) -> None:
@@ -339,6 +362,10 @@ def export(argv: list[str]) -> None:
                 f"written to {output}."
             )
     agree = int((found.argmax(axis=1) == expected.argmax(axis=1)).sum())
+    temperature = float(trained.model.temperature)
+    if temperature != 1.0:
+        inside = "a Div node in the graph" if fmt == "onnx" else "folded into the last Dense layer's weights and bias"
+        print(f"The temperature T = {temperature:.4f} is {inside}; the probabilities are the calibrated ones.")
     print(
         f"Wrote {output} ({fmt}: {trained.name}, normalization {trained.normalization}). Checked with {runtime} on "
         f"{len(images)} {origin}: max |Δp| = {delta:.2g} against PyTorch, the same digit for {agree} of {len(images)}."
