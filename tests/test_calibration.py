@@ -7,6 +7,7 @@ import base64
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +246,22 @@ def test_noise_is_unsure_and_predict_csv_classify_and_serve_carry_the_flag(
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"].partition(",")[2]))))
     expected = runner.probabilities(seen[None, None].astype(np.float32))[0]
     assert np.abs(np.array(answer["probabilities"]) - expected).max() <= 1e-5  # served at the checkpoint's T
+
+
+def test_a_keras_export_carries_the_temperature_in_its_last_layer(calibrated_run: dict, tmp_path: Path) -> None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
+    pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    from mnist_lit.cli.convert import temperature_folded
+    from mnist_lit.cli.lightning_cli import main
+
+    ckpt = calibrated_run["run"] / "checkpoints" / "calibrated.ckpt"
+    trained = load_trained_network(ckpt)
+    t = float(trained.model.temperature)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        folded = temperature_folded(trained.model.net, t)(x)
+        assert torch.allclose(folded, trained.model.net(x) / t, atol=1e-5)
+    # export runs the written file in Keras and refuses it unless it matches the checkpoint's (calibrated) output
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.keras"), "--data_dir", "nowhere"])
+    assert (tmp_path / "m.keras").is_file()

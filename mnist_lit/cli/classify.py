@@ -104,7 +104,6 @@ def main(argv: list[str]) -> None:
 def save_explanations(runner: Runner, pixels: np.ndarray, table: PredictionTable, method: str, folder: Path) -> None:
     """One figure per input in ``folder``: the image beside the attribution map of its answer."""
     from mnist_lit.reporting.plots import attribution_figure
-    from mnist_lit.utils.io import free_name
 
     maps = runner.explain(pixels, method)  # type: ignore[attr-defined]  (a TorchRunner: checked above)
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +111,9 @@ def save_explanations(runner: Runner, pixels: np.ndarray, table: PredictionTable
     for i, name in enumerate(table.names):
         title = f"{short_name(Path(name).name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60]
-        out = free_name(folder / f"{stem}.{method}.png")
+        out, n = folder / f"{stem}.{method}.png", 1
+        while out.exists():  # never replace a figure of an earlier run
+            out, n = folder / f"{stem}.{method}-{n}.png", n + 1
         attribution_figure(pixels[i, 0], maps[i], title, method).savefig(out, dpi=110)
         written.append(out)
     log.info("Wrote %d explanations (%s) to %s", len(written), method, folder)
