@@ -205,3 +205,30 @@ def test_a_finger_draws_on_a_phone_sized_page(page_url: str) -> None:
         page.locator("#network", has_text="CompactCNN").wait_for()
         assert finger_draw(page, DIGIT_STROKES["7"]) == "7"
         assert page.evaluate("window.scrollY") == 0  # the stroke drew instead of scrolling the page
+
+
+@pytest.fixture(scope="module")
+def unsure_page_url(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same network served with a threshold no answer reaches, so that every answer is "not sure"."""
+    pytest.importorskip("captum")
+    from mnist_lit.serve.app import create_app
+
+    runner = load_runner(tmp_path_factory.getbasetemp() / "serve-network" / "compact.ckpt")
+    runner.unsure_threshold = 1.01
+    with serve_in_thread(create_app(runner)) as url:
+        yield url
+
+
+def test_unsure_answers_and_the_explanation_switch(unsure_page_url: str) -> None:
+    with chromium_page() as page:
+        page.goto(unsure_page_url)
+        page.locator("#network", has_text="Not sure under").wait_for()
+        answer = draw(page, DIGIT_STROKES["1"])
+        assert answer.startswith("not sure: 1 or ") and answer.endswith("?")
+        assert not page.locator("#looked").is_visible()
+        with page.expect_response("**/api/predict?explain=ig") as response:
+            page.locator("#explain").check()
+        assert response.value.status == 200
+        settled(page)
+        assert page.locator("#looked").is_visible()
+        assert page.locator("#looked").get_attribute("src").startswith("data:image/png;base64,")

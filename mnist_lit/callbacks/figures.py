@@ -18,7 +18,8 @@ from mnist_lit.reporting import plots
 
 
 class ReportFigures(Callback):
-    """Sample training images, loss/accuracy curves, the test confusion matrix, test predictions, mistakes.
+    """Sample training images, loss/accuracy curves, the test confusion matrix and reliability diagram, test
+    predictions, mistakes.
 
     Figures go to ``<run folder>/figures/*.png`` and, when a TensorBoardLogger is attached, to its Images tab
     under ``figures/``. Test samples are drawn on process 0 from its own share of the test set.
@@ -125,8 +126,12 @@ class ReportFigures(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The module's test confusion matrix (summed over all processes), then the grids of process 0's samples."""
         if "test" in pl_module.evaluations:
-            cm = np.array(pl_module.evaluation("test")["confusion_matrix"])
+            evaluation = pl_module.evaluation("test")
+            cm = np.array(evaluation["confusion_matrix"])
             emit_figure(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"), self.dpi)
+            calibration = evaluation["calibration"]
+            title = f"Test reliability diagram (T = {calibration['temperature']:.3g}, {int(cm.sum())} images)"
+            emit_figure(trainer, "reliability", plots.reliability_diagram(calibration, title), self.dpi)
         if self._random:
             images, titles, colors = self._grid(self._random, with_confidence=False)
             fig = plots.image_grid(images, titles, "Random test images: true / predicted", title_colors=colors)

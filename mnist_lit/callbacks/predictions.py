@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ class PredictionWriter(BasePredictionWriter):
 
     It expects batches of (images, index) with the index into the data module's ``predict_names`` (which
     :class:`~mnist_lit.data.datamodule.MNISTDataModule` provides), and a model whose ``predict_step`` returns
-    class probabilities. The CSV has one row per input, in input order: ``path, digit, probability, top3``, then
-    ``label`` when the inputs' labels are known (the MNIST test set), then one probability column per digit,
-    ``p0`` to ``p9``. Under DDP the rows of all processes are gathered, and process 0 writes them.
+    class probabilities. The CSV has one row per input, in input order: ``path, digit, probability, top3, unsure``
+    (1 when the top probability is under the "not sure" threshold), then ``label`` when the inputs' labels are known
+    (the MNIST test set), then one probability column per digit, ``p0`` to ``p9``. Under DDP the rows of all
+    processes are gathered, and process 0 writes them.
 
     Args:
         filename: the CSV file's name inside the run folder.
@@ -35,6 +36,12 @@ class PredictionWriter(BasePredictionWriter):
             preprocessing and normalization), each titled with its name, digit and probability.
         max_figure_images: the figure shows the first this many inputs.
         dpi: resolution of the saved figure.
+        unsure_threshold: answers whose top probability is under it are "not sure"; None: the network's own
+            (``unsure_threshold``, set by ``calibrate``; 0 there means never).
+        explain: also save, for each of the first ``max_figure_images`` inputs, ``figures/explanations/<n>.png``:
+            the image beside an attribution map of its answer (``ig``, ``saliency`` or ``gradcam``; see
+            :mod:`mnist_lit.inference.explain`). The command line hands the writer the attribution function
+            (:attr:`explainer`).
     """
 
     def __init__(
@@ -45,6 +52,8 @@ class PredictionWriter(BasePredictionWriter):
         save_figure: bool = True,
         max_figure_images: int = 64,
         dpi: int = 110,
+        unsure_threshold: float | None = None,
+        explain: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch_and_epoch")
         self.filename = filename
@@ -53,6 +62,10 @@ class PredictionWriter(BasePredictionWriter):
         self.save_figure = save_figure
         self.max_figure_images = max_figure_images
         self.dpi = dpi
+        self.unsure_threshold = unsure_threshold
+        self.explain = explain
+        #: ``(module, inputs, method, forward, baseline) -> (maps, digits)``: set by the CLI when ``explain`` is.
+        self.explainer: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
         self._rows: list[tuple[int, np.ndarray, np.ndarray | None]] = []
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -65,7 +78,7 @@ class PredictionWriter(BasePredictionWriter):
         """Keep each input's index, probabilities and, for the figure's first few inputs, the image."""
         images, index = batch[0], batch[1]
         probs = prediction.detach().float().cpu().numpy()
-        keep_image = self.save_figure and bool((index < self.max_figure_images).any())
+        keep_image = (self.save_figure or self.explain is not None) and bool((index < self.max_figure_images).any())
         pixels = images[:, 0].detach().float().cpu().numpy() if keep_image else None
         for i, item in enumerate(index.tolist()):
             image = pixels[i] if pixels is not None and item < self.max_figure_images else None
@@ -88,6 +101,7 @@ class PredictionWriter(BasePredictionWriter):
             probs=np.stack([p for _, p, _ in rows]),
             labels=None if labels is None else [int(labels[i]) for i, _, _ in rows],
             top_k=self.top_k,
+            unsure_threshold=self._threshold(pl_module),
         )
         after_bar = "\n" if trainer.progress_bar_callback is not None else ""  # the bar's line is still open
         print(after_bar + table.render(self.max_rows))
@@ -103,6 +117,37 @@ class PredictionWriter(BasePredictionWriter):
         shown = [(i, row) for i, row in enumerate(rows) if row[2] is not None][: self.max_figure_images]
         if self.save_figure and shown:
             self._save_figure(trainer, table, shown, len(rows))
+        if self.explain is not None and shown:
+            self._save_explanations(folder, pl_module, table, shown)
+
+    def _threshold(self, pl_module: pl.LightningModule) -> float | None:
+        if self.unsure_threshold is not None:
+            return self.unsure_threshold
+        saved = float(getattr(pl_module, "unsure_threshold", 0.0))
+        return saved if saved > 0 else None
+
+    def _save_explanations(
+        self, folder: Path, pl_module: pl.LightningModule, table: PredictionTable, shown: list[tuple[int, tuple]]
+    ) -> None:
+        """One figure per shown input: the image beside the attribution of the network's answer."""
+        if self.explainer is None:
+            raise RuntimeError("PredictionWriter.explain is set but no explainer was given (the CLI sets it)")
+        device = pl_module.device
+        images = torch.from_numpy(np.stack([row[2] for _, row in shown]))[:, None].to(device)
+        data = getattr(pl_module.trainer, "datamodule", None)
+        black = torch.zeros((1, 1, *images.shape[-2:]), dtype=torch.uint8, device=device)
+        baseline = data.normalize(black) if data is not None and hasattr(data, "normalize") else None
+        forward = getattr(pl_module, "scaled_logits", pl_module)
+        maps, _ = self.explainer(pl_module, images, self.explain, forward, baseline)
+        out_dir = folder / "figures" / "explanations"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, (i, row) in enumerate(shown):
+            name = Path(table.names[i]).name
+            title = f"{short_name(name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
+            fig = plots.attribution_figure(row[2], maps[k], title, self.explain)
+            stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+            fig.savefig(out_dir / f"{row[0]:05d}_{stem}.png", dpi=self.dpi)
+        rank_zero_info(f"Wrote {len(shown)} explanations ({self.explain}) to {out_dir}")
 
     def _save_figure(
         self, trainer: pl.Trainer, table: PredictionTable, shown: list[tuple[int, tuple]], total: int

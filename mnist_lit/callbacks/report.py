@@ -20,8 +20,10 @@ class MetricsReport(Callback):
     """After each test, write ``<run folder>/metrics.json`` atomically.
 
     It holds the test loss and accuracy, the module's evaluation of the test set (confusion matrix, geometric and
-    per-class metrics, top confusions: the numbers the figures and TensorBoard show), where the weights came from
-    (a checkpoint, or the model in memory right after ``fit``), and the configuration of the run as it was used.
+    per-class metrics, top confusions, ``calibration``: the reliability bins, ECE and MCE at the network's
+    temperature: the numbers the figures and TensorBoard show), ``val_calibration`` (the same for the latest
+    validation epoch of this process, if any), ``temperature_scaling`` (after ``fit --calibrate``), where the weights
+    came from (a checkpoint, or the model in memory right after ``fit``), and the configuration of the run as used.
     After a ``fit`` in the same process it adds what Lightning knows of the fit (epochs run, the best checkpoint,
     its monitored score and epoch) and the seconds each epoch took.
 
@@ -58,10 +60,13 @@ class MetricsReport(Callback):
             "test_loss": float(metrics["test/loss"]),
             "test_acc": float(metrics["test/acc"]),
             **pl_module.evaluation("test"),
+            "val_calibration": pl_module.evaluations.get("val", {}).get("calibration"),
             "weights": str(trainer.ckpt_path) if trainer.ckpt_path else "the model in memory at the end of fit",
             "model": type(pl_module).__name__,
             "config": self._config(folder, trainer, pl_module),
         }
+        if pl_module.calibration_fit is not None:
+            report["temperature_scaling"] = pl_module.calibration_fit
         if self._fitted and not trainer.ckpt_path:
             report.update(
                 epochs_run=trainer.current_epoch,

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lit.data.images import load_predict_inputs
-from mnist_lit.inference.runners import load_runner
-from mnist_lit.reporting.prediction_table import PredictionTable
+from mnist_lit.errors import UserError
+from mnist_lit.inference.runners import Runner, load_runner
+from mnist_lit.reporting.prediction_table import PredictionTable, short_name
 
 PROG = "python -m mnist_lit classify"
 log = logging.getLogger(__name__)
@@ -53,12 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the digits light on dark as MNIST's: auto (when the background is the lighter), always, never",
     )
     parser.add_argument("--csv", action="store_true", help="print CSV (predict's predictions.csv columns) instead")
+    parser.add_argument(
+        "--unsure_threshold",
+        type=float,
+        metavar="P",
+        help="mark answers whose top probability is under P as 'not sure' (default: the network's own, from "
+        "`calibrate`; 0: never)",
+    )
+    parser.add_argument(
+        "--explain",
+        choices=("ig", "saliency", "gradcam"),
+        help="also save, per input, the image beside an attribution map (Captum) in --explain_dir; checkpoints only",
+    )
+    parser.add_argument(
+        "--explain_dir",
+        default="explanations",
+        metavar="DIR",
+        help="where --explain writes its figures (default: explanations/; existing files are never replaced)",
+    )
     return parser
 
 
 def main(argv: list[str]) -> None:
     """Parse ``argv``, read the inputs, load the network, print its predictions."""
     args = build_parser().parse_args(argv)
+    if args.explain and Path(args.ckpt_path).suffix.lower() == ".onnx":
+        raise UserError(
+            f"--explain needs a checkpoint (.ckpt): attributions follow the network's gradients, and {args.ckpt_path} "
+            "is an ONNX export, which has none. Give the checkpoint it was exported from."
+        )
     names: list[str] = []
     images: list[np.ndarray] = []
     for spec in args.inputs:
@@ -68,6 +92,28 @@ def main(argv: list[str]) -> None:
         names += inputs.names
         images.append(inputs.images)
     runner = load_runner(Path(args.ckpt_path))
-    probabilities = runner.probabilities(np.concatenate(images)[:, None])
-    table = PredictionTable(names, probabilities)
+    pixels = np.concatenate(images)[:, None]
+    probabilities = runner.probabilities(pixels)
+    threshold = runner.unsure_threshold if args.unsure_threshold is None else args.unsure_threshold
+    table = PredictionTable(names, probabilities, unsure_threshold=threshold)
     print(table.to_csv() if args.csv else table.render(max_rows=len(names)), end="" if args.csv else "\n")
+    if args.explain:
+        save_explanations(runner, pixels, table, args.explain, Path(args.explain_dir))
+
+
+def save_explanations(runner: Runner, pixels: np.ndarray, table: PredictionTable, method: str, folder: Path) -> None:
+    """One figure per input in ``folder``: the image beside the attribution map of its answer."""
+    from mnist_lit.reporting.plots import attribution_figure
+
+    maps = runner.explain(pixels, method)  # type: ignore[attr-defined]  (a TorchRunner: checked above)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, name in enumerate(table.names):
+        title = f"{short_name(Path(name).name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60]
+        out, n = folder / f"{stem}.{method}.png", 1
+        while out.exists():  # never replace a figure of an earlier run
+            out, n = folder / f"{stem}.{method}-{n}.png", n + 1
+        attribution_figure(pixels[i, 0], maps[i], title, method).savefig(out, dpi=110)
+        written.append(out)
+    log.info("Wrote %d explanations (%s) to %s", len(written), method, folder)

@@ -79,7 +79,7 @@ def verification_images(data_dir: Path, count: int = VERIFY_IMAGES) -> tuple[np.
 
 def torch_probabilities(trained: TrainedNetwork, images: np.ndarray) -> np.ndarray:
     """The checkpoint's probabilities for raw-pixel images, as PyTorch computes them."""
-    module = PixelClassifier(trained.model.net, trained.normalization).eval()
+    module = PixelClassifier.of(trained)
     with torch.inference_mode():
         return module(torch.from_numpy(images).float()).numpy()
 
@@ -164,6 +164,7 @@ def _write_onnx(trained: TrainedNetwork, path: Path, images: np.ndarray) -> np.n
 
 def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: str) -> np.ndarray:
     """Write the Keras file, then load it back with Keras as a user would, and return its probabilities."""
+    from mnist_lit.interop.keras.mapping import fold_temperature
     from mnist_lit.interop.keras.writing import (
         build_keras_model,
         import_keras_package,
@@ -172,14 +173,15 @@ def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: s
     )
 
     hparams = dict(trained.model.hparams)
-    model = keras_model_for(trained.model.net, trained.normalization, hparams)
+    net = fold_temperature(trained.model.net, float(trained.model.temperature))
+    model = keras_model_for(net, trained.normalization, hparams)
     keras = import_keras_package()
     if fmt == "keras":
         save_keras_model(model, path)
         reloaded = keras.saving.load_model(path)
     else:
         model.save_weights(path)
-        reloaded = build_keras_model(trained.model.net, keras, hparams)
+        reloaded = build_keras_model(net, keras, hparams)
         reloaded.load_weights(path)
     x = images.astype(np.float32).transpose(0, 2, 3, 1) / 255.0
     return np.asarray(reloaded.predict(x, batch_size=500, verbose=0))
@@ -207,6 +209,10 @@ def main(argv: list[str]) -> None:
                 f"written to {output}."
             )
     agree = int((found.argmax(axis=1) == expected.argmax(axis=1)).sum())
+    temperature = float(trained.model.temperature)
+    if temperature != 1.0:
+        inside = "a Div node in the graph" if fmt == "onnx" else "folded into the last Dense layer's weights and bias"
+        print(f"The temperature T = {temperature:.4f} is {inside}; the probabilities are the calibrated ones.")
     print(
         f"Wrote {output} ({fmt}: {trained.name}, normalization {trained.normalization}). Checked with {runtime} on "
         f"{len(images)} {origin}: max |Δp| = {delta:.2g} against PyTorch, the same digit for {agree} of {len(images)}."

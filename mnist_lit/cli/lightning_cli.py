@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jsonargparse import Namespace
@@ -26,8 +26,15 @@ from mnist_lit.cli.registry import COMMANDS, configure_logging, run_command
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.training.calibrate import calibrate, check_calibratable
 from mnist_lit.training.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
 from mnist_lit.training.resume import check_resumable, latest_last_checkpoint, run_folder_of
+from mnist_lit.utils.io import free_name
+
+_ONNX_EXPLAIN = (
+    "--explain needs a checkpoint (.ckpt): attributions follow the network's gradients, and {path} is an ONNX "
+    "export, which has none. Give the checkpoint it was exported from."
+)
 
 #: ``ckpt_path`` values that Lightning resolves itself rather than as a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
@@ -80,6 +87,27 @@ class MNISTLitCLI(LightningCLI):
             "optimizer, epochs and callbacks start afresh.",
         )
         parser.add_argument(
+            "--calibrate",
+            type=bool,
+            default=False,
+            help="For `fit`: after training, fit a temperature and the 'not sure' threshold on the validation split "
+            "(refused when it is the test set), save them in checkpoints/calibrated.ckpt, then test with them.",
+        )
+        parser.add_argument(
+            "--unsure_threshold",
+            type=float | None,
+            default=None,
+            help="For `predict`: mark answers whose top probability is under this as 'not sure' (default: the "
+            "checkpoint's own threshold, from `calibrate`; 0: never).",
+        )
+        parser.add_argument(
+            "--explain",
+            type=Literal["ig", "saliency", "gradcam"] | None,
+            default=None,
+            help="For `predict`: also save, per input, the image beside an attribution map (Captum: ig = integrated "
+            "gradients, saliency, gradcam) in figures/explanations/. Checkpoints only: ONNX has no gradients.",
+        )
+        parser.add_argument(
             "--predict_figure",
             type=bool | None,
             default=None,
@@ -96,6 +124,10 @@ class MNISTLitCLI(LightningCLI):
             checkpoint = check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
             if subcommand == "fit" and options.get("ckpt_path"):
                 prepare_resume(options, checkpoint)
+            if subcommand == "fit" and options.get("calibrate"):
+                check_calibratable(options.data.get("val_split"), option="--calibrate")
+            if subcommand == "predict" and options.get("explain") and is_onnx(options.get("ckpt_path")):
+                raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
                 self.onnx_path, options.ckpt_path = options.ckpt_path, None
 
@@ -131,12 +163,22 @@ class MNISTLitCLI(LightningCLI):
             load_weights(self.model, init_weights)
 
     def before_predict(self) -> None:
-        """Apply ``--predict_figure`` to every PredictionWriter."""
-        choice = self.config.predict.get("predict_figure")
-        if choice is not None:
-            for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's connectors
-                if isinstance(callback, PredictionWriter):
-                    callback.save_figure = choice
+        """Apply ``--predict_figure``, ``--explain`` and ``--unsure_threshold`` to every PredictionWriter."""
+        options = self.config.predict
+        for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's connectors
+            if isinstance(callback, PredictionWriter):
+                if options.get("predict_figure") is not None:
+                    callback.save_figure = options.predict_figure
+                if options.get("explain"):
+                    callback.explain = options.explain
+                if options.get("unsure_threshold") is not None:
+                    callback.unsure_threshold = options.unsure_threshold
+                if callback.explain is not None:
+                    if self.onnx_path:
+                        raise UserError(_ONNX_EXPLAIN.format(path=self.onnx_path))
+                    from mnist_lit.inference.explain import attribute  # Captum: imported only when asked for
+
+                    callback.explainer = attribute
 
     def after_instantiate_classes(self) -> None:
         """``predict --ckpt_path model.onnx``: ONNX Runtime runs the exported model in place of the configured network
@@ -153,9 +195,29 @@ class MNISTLitCLI(LightningCLI):
             self.config.predict.ckpt_path = self.onnx_path
 
     def after_fit(self) -> None:
-        """Evaluate on the test set right after training, as the notebooks do, unless switched off."""
-        if self.config.fit.get("test_after_fit", True) and not self.trainer.interrupted:
+        """With ``--calibrate``, fit the temperature and threshold; then evaluate on the test set right after training,
+        as the notebooks do, unless switched off."""
+        if self.trainer.interrupted:
+            return
+        if self.config.fit.get("calibrate"):
+            self._calibrate()
+        if self.config.fit.get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+    def _calibrate(self) -> None:
+        """Temperature scaling on the validation split, saved as ``checkpoints/calibrated.ckpt`` (a free name)."""
+        result = calibrate(self.model, self.datamodule)
+        self.model.calibration_fit = result.as_dict()
+        rank_zero_info(result.summary())
+        checkpoint = self.trainer.checkpoint_callback
+        folder = Path(checkpoint.dirpath) if checkpoint is not None and checkpoint.dirpath else None
+        if folder is None:
+            rank_zero_info("No checkpoint folder: the calibration is used by this run's test only.")
+            return
+        path = free_name(folder / "calibrated.ckpt") if self.trainer.is_global_zero else folder / "calibrated.ckpt"
+        path = self.trainer.strategy.broadcast(path)
+        self.trainer.save_checkpoint(path)
+        rank_zero_info(f"Wrote {path}")
 
 
 def is_onnx(ckpt_path: Any) -> bool:

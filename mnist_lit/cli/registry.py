@@ -27,6 +27,7 @@ COMMANDS = {
     "export": ("mnist_lit.cli.export:main", "a checkpoint to ONNX or Keras"),
     "serve": ("mnist_lit.cli.serve:main", "a web page to draw digits on, and an HTTP API"),
     "classify": ("mnist_lit.cli.classify:main", "your digit images, at once: with an ONNX file, without torch"),
+    "calibrate": ("mnist_lit.cli.calibrate:main", "temperature scaling and the 'not sure' threshold for a checkpoint"),
 }
 
 HELP_FLAGS = ("-h", "--help")

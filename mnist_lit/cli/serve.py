@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help=f"the TCP port (default: {DEFAULT_PORT}; 0 picks a free one)",
     )
+    parser.add_argument(
+        "--unsure_threshold",
+        type=float,
+        metavar="P",
+        help="answer 'not sure' when the top probability is under P (default: the network's own, from `calibrate`; "
+        "0: never)",
+    )
     return parser
 
 
@@ -98,6 +105,8 @@ def main(argv: list[str]) -> None:
     path = Path(args.ckpt_path)
     try:
         runner = load_runner(path)
+        if args.unsure_threshold is not None:
+            runner.unsure_threshold = args.unsure_threshold if args.unsure_threshold > 0 else None
         app = create_app(runner)
     except UserError:
         raise

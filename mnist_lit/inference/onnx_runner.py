@@ -76,6 +76,12 @@ class OnnxRunner:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.network_name: str = self.metadata.get("network", path.stem)
         self.source = path
+        try:
+            threshold = float(self.metadata.get("unsure_threshold", "0"))
+        except ValueError:
+            threshold = 0.0
+        #: The export's "not sure" threshold, from its metadata (None: none, or an export older than calibration).
+        self.unsure_threshold: float | None = threshold if threshold > 0 else None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""

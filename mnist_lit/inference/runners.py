@@ -17,6 +17,8 @@ class Runner(Protocol):
 
     network_name: str
     source: Path
+    #: The top probability under which an answer is "not sure" (None: no threshold, every answer is given).
+    unsure_threshold: float | None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""

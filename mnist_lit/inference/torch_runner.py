@@ -13,22 +13,36 @@ import torch
 from torch import Tensor, nn
 
 from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
-from mnist_lit.training.checkpoints import load_trained_network
+from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 
 class PixelClassifier(nn.Module):
-    """Wraps a network: raw pixels (N x 1 x 28 x 28, float, 0-255) in, class probabilities (N x 10) out."""
+    """Wraps a network: raw pixels (N x 1 x 28 x 28, float, 0-255) in, class probabilities (N x 10) out.
 
-    def __init__(self, net: nn.Module, normalization: Normalization) -> None:
+    The probabilities are ``softmax(logits / temperature)``: the checkpoint's temperature (1 when uncalibrated) is a
+    buffer, so an ONNX export of this module divides by it inside its graph.
+    """
+
+    def __init__(self, net: nn.Module, normalization: Normalization, temperature: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.normalization = normalization
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    def forward(self, pixels: Tensor) -> Tensor:
+    @classmethod
+    def of(cls, trained: TrainedNetwork) -> PixelClassifier:
+        """The module for a loaded checkpoint, at its temperature, in eval mode."""
+        return cls(trained.model.net, trained.normalization, float(trained.model.temperature)).eval()
+
+    def logits(self, pixels: Tensor) -> Tensor:
+        """The temperature-scaled logits (what attributions explain: see :mod:`mnist_lit.inference.explain`)."""
         x = pixels / 255.0
         if self.normalization == "standardize":
             x = (x - MNIST_MEAN) / MNIST_STD
-        return self.net(x).softmax(dim=1)
+        return self.net(x) / self.temperature
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.logits(pixels).softmax(dim=1)
 
 
 class TorchRunner:
@@ -38,8 +52,18 @@ class TorchRunner:
         trained = load_trained_network(ckpt_path)
         self.network_name = trained.name
         self.source = trained.path
-        self.module = PixelClassifier(trained.model, trained.normalization).eval()
+        self.module = PixelClassifier.of(trained)
+        threshold = float(trained.model.unsure_threshold)
+        #: The checkpoint's "not sure" threshold (None: it has none, it was never calibrated).
+        self.unsure_threshold: float | None = threshold if threshold > 0 else None
+        self.temperature = float(trained.model.temperature)
 
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self.module(torch.as_tensor(np.asarray(pixels, dtype=np.float32))).numpy()
+
+    def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
+        """Attribution maps (N x 28 x 28) of each image's top digit, by ``method`` (see :mod:`.explain`)."""
+        from mnist_lit.inference.explain import attribute  # Captum: an optional extra, imported only here
+
+        return attribute(self.module, torch.as_tensor(np.asarray(pixels, dtype=np.float32)), method)[0]

@@ -4,7 +4,10 @@ The exported model's contract (also stored in its ``metadata_props``):
 
 - input ``image``: float32, (N, 1, 28, 28), N dynamic; raw pixel values 0 to 255, MNIST polarity (a light digit
   on a dark background);
-- output ``probabilities``: float32, (N, 10), the softmax over the digits 0-9.
+- output ``probabilities``: float32, (N, 10), the softmax over the digits 0-9 of the logits divided by the
+  checkpoint's temperature (a Div node in the graph; 1 for an uncalibrated checkpoint);
+- metadata ``temperature`` and ``unsure_threshold`` (the top probability under which an answer is "not sure";
+  0: none), which :class:`~mnist_lit.inference.onnx_runner.OnnxRunner` reads.
 
 The checkpoint's normalization is inside the graph (what is exported is
 :class:`~mnist_lit.inference.torch_runner.PixelClassifier`), so no deployer can get it wrong; the network is exported
@@ -51,7 +54,7 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
             f"exporting to ONNX needs onnx and onnxscript: pip install onnx onnxscript (or pip install -e "
             f"'.[export]') ({err})."
         ) from err
-    module = PixelClassifier(trained.model.net, trained.normalization).eval()
+    module = PixelClassifier.of(trained)
     example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE)
     try:
         program = torch.onnx.export(
@@ -69,6 +72,8 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
         "network": trained.name,
         "normalization": trained.normalization,
         "source_checkpoint": str(trained.path),
+        "temperature": repr(float(trained.model.temperature)),
+        "unsure_threshold": repr(float(trained.model.unsure_threshold)),
         "input": f"{INPUT_NAME}: {INPUT_CONTRACT}",
         "output": f"{OUTPUT_NAME}: {OUTPUT_CONTRACT}",
         "exported_by": "mnist_lit export",
@@ -103,6 +108,7 @@ class OnnxPredictor(MNISTClassifier):
         runner = OnnxRunner(path, threads)
         super().__init__(nn.Identity(), init="torch")
         self.runner = runner
+        self.unsure_threshold.fill_(runner.unsure_threshold or 0.0)
 
     @classmethod
     def for_config(cls, path: str, configured: type) -> OnnxPredictor:

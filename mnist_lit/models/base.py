@@ -10,10 +10,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassConfusionMatrix
+from torchmetrics.utilities import dim_zero_cat
 
+from mnist_lit.reporting.calibration import N_BINS, reliability_bins
 from mnist_lit.reporting.metrics import evaluation_summary
 
 STAGES = ("train", "val", "test")
@@ -47,6 +50,12 @@ class MNISTClassifier(LightningModule):
         lr_decay: the factor ``exponential`` multiplies the learning rate by after each epoch.
         label_smoothing: weight of the uniform distribution mixed into the one-hot targets of the training loss;
             the validation and test losses are plain cross-entropy, comparable between runs whatever it is.
+
+    Two buffers, saved in checkpoints, say how to read the network's logits (see ``python -m mnist_lit calibrate``):
+    ``temperature`` (T: the probabilities are ``softmax(logits / T)``; 1 until temperature scaling fits one on the
+    validation split) and ``unsure_threshold`` (an answer whose top probability is under it is "not sure"; 0: never).
+    Checkpoints saved before they existed load with T = 1 and no threshold. Validation and test losses, calibration
+    errors and ``predict``'s probabilities all use T; the training loss does not (T is 1 while training).
     """
 
     def __init__(
@@ -80,16 +89,32 @@ class MNISTClassifier(LightningModule):
         self.confusion = nn.ModuleDict(
             {f"{s}_cm": MulticlassConfusionMatrix(num_classes=10, validate_args=False) for s in ("val", "test")}
         )
+        # The top-label confidences and correctness of the epoch, binned in _evaluate (ECE, MCE, reliability diagram).
+        self.calibration = nn.ModuleDict(
+            {
+                f"{s}_ce": MulticlassCalibrationError(num_classes=10, n_bins=N_BINS, norm="l1", validate_args=False)
+                for s in ("val", "test")
+            }
+        )
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("unsure_threshold", torch.zeros(()))
+        self.register_load_state_dict_pre_hook(_calibration_defaults)
         self._logged_this_epoch: set[str] = set()
         self._resumed_rng_state: dict[str, Any] | None = None
         #: The latest evaluation of each of ``val`` and ``test`` (see :meth:`_evaluate`), for the report writers.
         self.evaluations: dict[str, dict[str, Any]] = {}
+        #: What temperature scaling found after this process's fit (validation before and after), if it ran.
+        self.calibration_fit: dict[str, Any] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of normalized images (N x 1 x 28 x 28)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def scaled_logits(self, x: Tensor) -> Tensor:
+        """Logits divided by the temperature: their softmax is the network's calibrated probabilities."""
+        return self(x) / self.temperature
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
         """One step of any stage: the loss, and the stage's metrics updated; they are logged per epoch.
@@ -101,13 +126,17 @@ class MNISTClassifier(LightningModule):
         """
         images, labels = batch
         logits = self(images)
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        if stage == "train":
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        else:
+            scaled = logits / self.temperature
+            loss = F.cross_entropy(scaled, labels)
         preds = logits.argmax(dim=1)
         self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
         self.accuracy[f"{stage}_acc"].update(preds, labels)
         if stage != "train":
             self.confusion[f"{stage}_cm"].update(preds, labels)
+            self.calibration[f"{stage}_ce"].update(scaled.detach().float().softmax(dim=1), labels)
         if stage not in self._logged_this_epoch:
             self._logged_this_epoch.add(stage)
             self.log(f"{stage}/loss", self.mean_loss[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=True)
@@ -127,14 +156,24 @@ class MNISTClassifier(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities (N x 10), as Keras' ``predict`` returns them."""
-        return self(batch[0]).softmax(dim=1)
+        """Class probabilities (N x 10), as Keras' ``predict`` returns them, at the network's temperature."""
+        return self.scaled_logits(batch[0]).softmax(dim=1)
 
     def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Any, batch_idx: int) -> None:
         """Log the batch's loss on the steps whose values Lightning writes (every ``log_every_n_steps``-th, counted
         after the optimizer step), which draws the same curve without paying for the calls it would drop."""
         if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
             self.log("train/batch_loss", outputs["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        """Training changes the logits, so a temperature fitted for the old weights no longer holds: back to 1."""
+        if float(self.temperature) != 1.0 or float(self.unsure_threshold) != 0.0:
+            rank_zero_warn(
+                f"Training from calibrated weights: the temperature ({float(self.temperature):.4f}) and unsure "
+                "threshold no longer hold and are reset; calibrate again after training (--calibrate true)."
+            )
+            self.temperature.fill_(1.0)
+            self.unsure_threshold.zero_()
 
     def on_train_epoch_start(self) -> None:
         """Log the training metrics again in this epoch (see ``_shared_step``); after a resume, first put back the
@@ -177,6 +216,7 @@ class MNISTClassifier(LightningModule):
     def _start_evaluation(self, stage: str) -> None:
         self._logged_this_epoch.discard(stage)
         self.confusion[f"{stage}_cm"].reset()
+        self.calibration[f"{stage}_ce"].reset()
         self.evaluations.pop(stage, None)
 
     def _evaluate(self, stage: str) -> None:
@@ -191,8 +231,25 @@ class MNISTClassifier(LightningModule):
         if cm.sum() == 0:
             return
         summary = evaluation_summary(cm)
+        summary["calibration"] = self._calibration_summary(stage)
         self.evaluations[stage] = summary
         self.log_dict({f"{stage}/{name}": value for name, value in summary["geometric"].items()}, sync_dist=False)
+        errors = {f"{stage}/{name}": summary["calibration"][name] for name in ("ece", "mce")}
+        self.log_dict(errors, sync_dist=False)
+
+    def _calibration_summary(self, stage: str) -> dict[str, Any]:
+        """The epoch's reliability bins, ECE and MCE, from every process's confidences (a collective call)."""
+        metric = self.calibration[f"{stage}_ce"]
+        with metric.sync_context():
+            confidences = dim_zero_cat(metric.confidences).cpu().numpy()
+            accuracies = dim_zero_cat(metric.accuracies).cpu().numpy()
+        metric.reset()
+        bins = reliability_bins(confidences, accuracies)
+        return {
+            "temperature": float(self.temperature),
+            "norm": "ECE: L1 (bins weighted by their share of the images); MCE: max over non-empty bins",
+            **bins,
+        }
 
     def evaluation(self, stage: str) -> dict[str, Any]:
         """The latest finished evaluation of ``stage`` (``val`` or ``test``), as :func:`evaluation_summary` gives it."""
@@ -220,6 +277,12 @@ class MNISTClassifier(LightningModule):
             optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _calibration_defaults(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A checkpoint saved before the calibration buffers existed loads as uncalibrated: T = 1, no threshold."""
+    state_dict.setdefault(f"{prefix}temperature", torch.ones(()))
+    state_dict.setdefault(f"{prefix}unsure_threshold", torch.zeros(()))
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -91,3 +91,78 @@ def confusion_heatmap(cm: np.ndarray, title: str = "Confusion matrix") -> Figure
     ax.set_title(f"{title} ({int(cm.sum())} images, accuracy {np.trace(cm) / cm.sum():.2%})")
     fig.colorbar(image, ax=ax, label="log(1 + count)")
     return fig
+
+
+def reliability_diagram(bins: Mapping, title: str = "Reliability diagram") -> Figure:
+    """Accuracy against confidence per bin (as :func:`~mnist_lit.reporting.calibration.reliability_bins` gives them),
+    the gap to the diagonal shaded, the count of each bin written above it (log-scaled counts below)."""
+    edges = np.asarray(bins["edges"])
+    width = np.diff(edges)
+    counts = np.asarray(bins["count"])
+    accuracy = np.array([np.nan if a is None else a for a in bins["accuracy"]])
+    confidence = np.array([np.nan if c is None else c for c in bins["confidence"]])
+    filled = counts > 0
+    fig = Figure(figsize=(6, 6.8), layout="constrained")
+    ax, ax_count = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    ax.bar(edges[:-1][filled], accuracy[filled], width[filled], align="edge", color="tab:blue", edgecolor="white",
+           label="accuracy")  # fmt: skip
+    low, high = np.minimum(accuracy, confidence), np.maximum(accuracy, confidence)
+    ax.bar(edges[:-1][filled], (high - low)[filled], width[filled], bottom=low[filled], align="edge", color="tab:red",
+           alpha=0.35, hatch="//", edgecolor="tab:red", label="gap to mean confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    for left, w, n, a in zip(edges[:-1], width, counts, accuracy, strict=True):
+        if n:
+            ax.text(left + w / 2, min(a, 1.0) + 0.01, str(int(n)), ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {bins['ece']:.4f}, MCE {bins['mce']:.4f} ({bins['n_bins']} bins; count above each bar)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax_count.bar(edges[:-1], counts, width, align="edge", color="gray", edgecolor="white")
+    ax_count.set_yscale("symlog", linthresh=1)
+    ax_count.set_xlabel("confidence (top probability)")
+    ax_count.set_ylabel("images")
+    return fig
+
+
+def attribution_figure(image: np.ndarray, attribution: np.ndarray, title: str, method: str) -> Figure:
+    """The 28 x 28 image the network saw beside the attribution map of its answer, and the map over the image."""
+    fig = Figure(figsize=(7.2, 2.8), layout="constrained")
+    ax_image, ax_map, ax_overlay = fig.subplots(1, 3)
+    ax_image.imshow(image, cmap="gray", interpolation="nearest")
+    ax_image.set_title("input (28x28)", fontsize=9)
+    signed = bool((attribution < 0).any())
+    limit = float(np.abs(attribution).max()) or 1.0
+    cmap, vmin = ("RdBu_r", -limit) if signed else ("inferno", 0.0)
+    shown = ax_map.imshow(attribution, cmap=cmap, vmin=vmin, vmax=limit, interpolation="nearest")
+    ax_map.set_title(method, fontsize=9)
+    fig.colorbar(shown, ax=ax_map, fraction=0.046, pad=0.04)
+    ax_overlay.imshow(image, cmap="gray", interpolation="nearest")
+    ax_overlay.imshow(np.abs(attribution), cmap="inferno", alpha=0.6, interpolation="nearest")
+    ax_overlay.set_title("overlay (|attribution|)", fontsize=9)
+    for ax in (ax_image, ax_map, ax_overlay):
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def risk_coverage_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], marks: Mapping[str, tuple] | None = None
+) -> Figure:
+    """Error rate of the answered inputs against the fraction answered, one curve per network; ``marks`` maps a
+    network to the (coverage, risk) of its "not sure" threshold."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for name, (coverage, risk) in curves.items():
+        (line,) = ax.plot(coverage, 100 * np.asarray(risk), label=name)
+        if marks and name in marks:
+            c, r = marks[name]
+            ax.plot([c], [100 * r], "o", color=line.get_color())
+    ax.set_xlabel("coverage (fraction of test images answered)")
+    ax.set_ylabel("error rate of the answered (%)")
+    ax.set_xlim(0.9, 1.0)
+    ax.set_title("Risk-coverage on the MNIST test set (dot: the 'not sure' threshold)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

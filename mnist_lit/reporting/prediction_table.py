@@ -7,11 +7,24 @@ import io
 
 import numpy as np
 
+from mnist_lit.reporting.calibration import is_unsure
+
 
 class PredictionTable:
-    """Probabilities of N inputs over the 10 digits, with their names, as a CSV file or a printed table."""
+    """Probabilities of N inputs over the 10 digits, with their names, as a CSV file or a printed table.
 
-    def __init__(self, names: list[str], probs: np.ndarray, labels: list[int] | None = None, top_k: int = 3) -> None:
+    With an ``unsure_threshold``, an input whose top probability is under it is marked "not sure" (the CSV's
+    ``unsure`` column, 0 or 1; the table's answer reads ``not sure: 7 or 1?``).
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        probs: np.ndarray,
+        labels: list[int] | None = None,
+        top_k: int = 3,
+        unsure_threshold: float | None = None,
+    ) -> None:
         if len(names) != len(probs) or (labels is not None and len(labels) != len(names)):
             raise ValueError(f"{len(names)} names, {len(probs)} probability rows and labels do not match")
         self.names = names
@@ -20,6 +33,15 @@ class PredictionTable:
         self.ranked = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         self.digits = self.ranked[:, 0].tolist()
         self.confidence = probs[np.arange(len(probs)), self.ranked[:, 0]].tolist()
+        self.unsure_threshold = unsure_threshold
+        self.unsure = is_unsure(np.asarray(self.confidence), unsure_threshold).tolist()
+
+    def answer(self, i: int) -> str:
+        """The digit, or ``not sure: 7 or 1?`` (the two most likely digits) when input ``i`` is unsure."""
+        if self.unsure[i]:
+            second = f" or {self.ranked[i, 1]}" if self.ranked.shape[1] > 1 else ""
+            return f"not sure: {self.digits[i]}{second}?"
+        return str(self.digits[i])
 
     def top(self, i: int, digits: int = 4) -> str:
         """The ``top_k`` most likely digits of input ``i``, as ``7:0.9812 1:0.0120 9:0.0031``."""
@@ -29,23 +51,31 @@ class PredictionTable:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         label_column = ["label"] if self.labels is not None else []
-        writer.writerow(["path", "digit", "probability", "top3", *label_column, *(f"p{d}" for d in range(10))])
+        header = ["path", "digit", "probability", "top3", "unsure", *label_column, *(f"p{d}" for d in range(10))]
+        writer.writerow(header)
         for i, name in enumerate(self.names):
             label = [self.labels[i]] if self.labels is not None else []
             probs = (f"{p:.6f}" for p in self.probs[i])
-            writer.writerow([name, self.digits[i], f"{self.confidence[i]:.6f}", self.top(i), *label, *probs])
+            row = [name, self.digits[i], f"{self.confidence[i]:.6f}", self.top(i), int(self.unsure[i]), *label, *probs]
+            writer.writerow(row)
         return buffer.getvalue()
 
     def render(self, max_rows: int = 50) -> str:
-        """A fixed-width table of the first ``max_rows`` inputs: path, digit, probability, top 3."""
+        """A fixed-width table of the first ``max_rows`` inputs: path, digit (or "not sure: 7 or 1?"), probability,
+        top 3; a last line says the threshold when there is one."""
         shown = [short_name(name, 60) for name in self.names[:max_rows]]
         width = max(len("path"), *(len(name) for name in shown))
-        lines = [f"{'path':<{width}}  digit  probability  top {self.ranked.shape[1]}"]
+        answers = [self.answer(i) for i in range(len(shown))]
+        answer_width = max(5, *(len(a) for a in answers)) if answers else 5
+        lines = [f"{'path':<{width}}  {'digit':>{answer_width}}  probability  top {self.ranked.shape[1]}"]
         for i, name in enumerate(shown):
             top = ", ".join(f"{d} ({self.probs[i, d]:.2f})" for d in self.ranked[i])
-            lines.append(f"{name:<{width}}  {self.digits[i]:>5}  {self.confidence[i]:>11.4f}  {top}")
+            lines.append(f"{name:<{width}}  {answers[i]:>{answer_width}}  {self.confidence[i]:>11.4f}  {top}")
         if len(self.names) > max_rows:
             lines.append(f"... and {len(self.names) - max_rows} more: all of them are in the CSV file.")
+        if self.unsure_threshold:
+            count = sum(self.unsure)
+            lines.append(f"Not sure: {count} of {len(self.names)} (top probability under {self.unsure_threshold:.4f}).")
         return "\n".join(lines)
 
 

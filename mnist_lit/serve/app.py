@@ -53,6 +53,31 @@ SECURITY_HEADERS = [
 ]
 
 
+#: The attribution methods ``POST /api/predict?explain=...`` accepts (see :mod:`mnist_lit.inference.explain`).
+EXPLAIN_METHODS = ("ig", "saliency", "gradcam")
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """An image array (H x W grey, or H x W x 4 RGBA, uint8) as a PNG ``data:`` URL."""
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")
+
+
+def heatmap_rgba(attribution: np.ndarray) -> np.ndarray:
+    """An attribution map as a 28 x 28 RGBA overlay: red where it speaks for the answer, blue against, opacity
+    from its magnitude (the largest: 0.85)."""
+    limit = float(np.abs(attribution).max()) or 1.0
+    strength = np.clip(np.abs(attribution) / limit, 0.0, 1.0)
+    rgba = np.zeros((*attribution.shape, 4), dtype=np.uint8)
+    positive = attribution >= 0
+    rgba[..., 0] = np.where(positive, 255, 30)
+    rgba[..., 1] = np.where(positive, 60, 120)
+    rgba[..., 2] = np.where(positive, 30, 255)
+    rgba[..., 3] = (strength * 0.85 * 255).astype(np.uint8)
+    return rgba
+
+
 @dataclass
 class Prediction:
     """The network's answer for one picture, and the 28 x 28 image (uint8, light on dark) it was given."""
@@ -60,17 +85,32 @@ class Prediction:
     digit: int
     probabilities: list[float]
     image: np.ndarray
+    unsure_threshold: float | None = None
+    explanation: np.ndarray | None = None
+    explain_method: str | None = None
+
+    @property
+    def unsure(self) -> bool:
+        """Whether the top probability is under the threshold: the page then says "not sure: 7 or 1?"."""
+        return self.unsure_threshold is not None and max(self.probabilities) < self.unsure_threshold
 
     def to_json(self, network: str) -> dict[str, Any]:
-        """The API's answer: the digit, the ten probabilities, and the image as a PNG ``data:`` URL for the page."""
-        png = io.BytesIO()
-        Image.fromarray(self.image).save(png, format="PNG")
-        return {
+        """The API's answer: the digit, the ten probabilities, whether it is unsure (and the runner-up), the image
+        as a PNG ``data:`` URL for the page, and, when asked for, the attribution map as an RGBA PNG overlay."""
+        ranked = sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])
+        answer: dict[str, Any] = {
             "digit": self.digit,
             "probabilities": self.probabilities,
-            "image": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii"),
+            "unsure": self.unsure,
+            "unsure_threshold": self.unsure_threshold,
+            "runner_up": ranked[1],
+            "image": png_data_url(self.image),
             "network": network,
         }
+        if self.explanation is not None:
+            answer["explanation"] = png_data_url(heatmap_rgba(self.explanation))
+            answer["explain_method"] = self.explain_method
+        return answer
 
 
 class DigitReader:
@@ -87,8 +127,9 @@ class DigitReader:
         self._decoding = threading.BoundedSemaphore(decode_slots)
         self._inference = threading.Lock()
 
-    def read(self, data: bytes) -> Prediction:
-        """The prediction for one picture; :class:`HTTPException` 422 with the reason when it cannot be read."""
+    def read(self, data: bytes, explain: str | None = None) -> Prediction:
+        """The prediction for one picture, with the attribution map by ``explain`` if given; :class:`HTTPException`
+        422 with the reason when it cannot be read."""
         with self._decoding:
             try:
                 pixels = read_picture_bytes(data, self.max_pixels, FORMATS)
@@ -100,9 +141,19 @@ class DigitReader:
                 raise HTTPException(422, "nothing drawn: no ink stands out from the background") from err
             except InputReadError as err:
                 raise HTTPException(422, f"the image {err}") from err
+        explanation = None
         with self._inference:
             probabilities = self.runner.probabilities(image[None, None])[0]
-        return Prediction(int(np.argmax(probabilities)), [float(p) for p in probabilities], image)
+            if explain is not None:
+                explanation = self.runner.explain(image[None, None], explain)[0]  # type: ignore[attr-defined]
+        return Prediction(
+            int(np.argmax(probabilities)),
+            [float(p) for p in probabilities],
+            image,
+            getattr(self.runner, "unsure_threshold", None),
+            explanation,
+            explain,
+        )
 
 
 class BodySizeLimit:
@@ -207,6 +258,8 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
         "max_body_bytes": max_body_bytes,
         "max_pixels": max_pixels,
         "formats": list(FORMATS),
+        "unsure_threshold": getattr(runner, "unsure_threshold", None),
+        "explain": list(EXPLAIN_METHODS) if hasattr(runner, "explain") else [],
     }
     app = FastAPI(title="mnist_lit: draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
@@ -234,10 +287,17 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
     @app.post("/api/predict")
-    async def predict(request: Request) -> JSONResponse:
-        """The digit in the picture sent, its ten probabilities, and the 28 x 28 image the network saw."""
+    async def predict(request: Request, explain: str | None = None) -> JSONResponse:
+        """The digit in the picture sent, its ten probabilities, whether it is unsure, and the 28 x 28 image the
+        network saw; with ``?explain=ig|saliency|gradcam``, also what it looked at."""
+        if explain is not None and explain not in EXPLAIN_METHODS:
+            raise HTTPException(422, f"explain={explain}: unknown method; choose one of {', '.join(EXPLAIN_METHODS)}")
+        if explain is not None and not hasattr(runner, "explain"):
+            raise HTTPException(
+                422, "explanations need a checkpoint (.ckpt): this server runs an ONNX export, which has no gradients"
+            )
         data = await read_image_bytes(request)
-        prediction = await run_in_threadpool(reader.read, data)
+        prediction = await run_in_threadpool(reader.read, data, explain)
         return JSONResponse(prediction.to_json(runner.network_name))
 
     @app.get("/api/health")

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -91,3 +93,23 @@ def network_to_keras_weights(net: nn.Module, normalization: Normalization = "uni
         else:
             result.append([dense_kernel_to_keras(weight_np, layer.flatten_chw), bias_np])
     return result
+
+
+def fold_temperature(net: nn.Module, temperature: float) -> nn.Module:
+    """``net`` with its final Linear layer's weights and bias divided by ``temperature`` (a copy; ``net`` itself when
+    T is 1), so that a plain Keras Sequential, whose last Dense layer applies the softmax, gives the calibrated
+    probabilities: softmax((W x + b) / T) = softmax((W / T) x + b / T), with no custom layer."""
+    if temperature == 1.0:
+        return net
+    folded = copy.deepcopy(net)
+    last = [m for m in folded.modules() if any(True for _ in m.parameters(recurse=False))][-1]
+    if not isinstance(last, nn.Linear):
+        raise UserError(
+            f"the checkpoint's temperature ({temperature:.4f}) can be folded into a final Linear layer only; this "
+            f"network ends in {type(last).__name__}. Export to ONNX, which carries the temperature in its graph."
+        )
+    with torch.no_grad():
+        last.weight.div_(temperature)
+        if last.bias is not None:
+            last.bias.div_(temperature)
+    return folded

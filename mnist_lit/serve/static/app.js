@@ -10,6 +10,9 @@ const prediction = document.getElementById("prediction");
 const chart = document.getElementById("probabilities");
 const seen = document.getElementById("seen");
 const statusLine = document.getElementById("status");
+const explainBox = document.getElementById("explain");
+const looked = document.getElementById("looked");
+const lookedCaption = document.getElementById("looked-caption");
 
 // A thin line scaled down to 28 x 28 is a faint 1-pixel trace, unlike anything MNIST holds. The brush is a tenth of
 // the pad (28 pixels on 280): a digit drawn over most of the pad's height is scaled down about ten times, to strokes
@@ -48,7 +51,9 @@ function blankPad() {
 }
 
 function showAnswer(answer) {
-  prediction.textContent = String(answer.digit);
+  // Under the network's "not sure" threshold, the two most likely digits instead of a confident answer.
+  prediction.textContent = answer.unsure ? `not sure: ${answer.digit} or ${answer.runner_up}?` : String(answer.digit);
+  prediction.classList.toggle("unsure", Boolean(answer.unsure));
   answer.probabilities.forEach((p, digit) => {
     const { item, bar, value } = bars[digit];
     item.dataset.p = p.toFixed(4);
@@ -59,6 +64,15 @@ function showAnswer(answer) {
   });
   seen.src = answer.image;
   seen.hidden = false;
+  if (answer.explanation) {
+    looked.src = answer.explanation;
+    looked.hidden = false;
+    lookedCaption.hidden = false;
+  } else {
+    looked.hidden = true;
+    lookedCaption.hidden = true;
+    looked.removeAttribute("src");
+  }
   statusLine.textContent = "";
   statusLine.classList.remove("error");
 }
@@ -74,17 +88,23 @@ function resetAnswer(message = "") {
   }
   seen.hidden = true;
   seen.removeAttribute("src");
+  looked.hidden = true;
+  lookedCaption.hidden = true;
+  looked.removeAttribute("src");
+  prediction.classList.remove("unsure");
   statusLine.textContent = message;
   statusLine.classList.toggle("error", message !== "");
 }
 
 async function ask(body, headers = {}) {
+  lastBody = { body, headers };
   latest += 1;
   const mine = latest;
   result.setAttribute("aria-busy", "true");
   let answer;
   try {
-    const response = await fetch("/api/predict", { method: "POST", body, headers });
+    const url = explainBox.checked ? "/api/predict?explain=ig" : "/api/predict";
+    const response = await fetch(url, { method: "POST", body, headers });
     answer = await response.json();
     if (!response.ok) {
       answer = { error: answer.detail || `the server answered ${response.status}` };
@@ -161,6 +181,7 @@ clearButton.addEventListener("click", () => {
   latest += 1; // answers still on their way are for a drawing that is gone
   blankPad();
   resetAnswer();
+  lastBody = null;
   result.setAttribute("aria-busy", "false");
   upload.value = "";
 });
@@ -185,11 +206,23 @@ upload.addEventListener("change", async () => {
   ask(form);
 });
 
+let lastBody = null; // the latest drawing or upload, asked again when the switch changes
+explainBox.addEventListener("change", () => {
+  if (lastBody) {
+    ask(lastBody.body, lastBody.headers);
+  }
+});
+
 async function showNetwork() {
   const footer = document.getElementById("network");
   try {
     const health = await (await fetch("/api/health")).json();
-    footer.textContent = `Network: ${health.network}, from ${health.checkpoint}.`;
+    const sure = health.unsure_threshold ? ` Not sure under p = ${health.unsure_threshold.toFixed(3)}.` : "";
+    footer.textContent = `Network: ${health.network}, from ${health.checkpoint}.${sure}`;
+    if (!health.explain || health.explain.length === 0) {
+      explainBox.disabled = true;
+      explainBox.parentElement.title = "This server runs an ONNX export, which has no gradients to explain.";
+    }
   } catch {
     footer.textContent = "The server does not answer.";
   }
