@@ -52,7 +52,7 @@ class ReportFigures(Callback):
         images again as one draw of the random transforms moves them."""
         if trainer.ckpt_path is None:  # a resumed fit keeps the curves' earlier epochs (see load_state_dict)
             self.history.clear()
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
         dataset = getattr(datamodule, "data_train", None)
         if dataset is None:
             return
@@ -125,8 +125,9 @@ class ReportFigures(Callback):
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The module's test confusion matrix (summed over all processes), then the grids of process 0's samples."""
-        if "test" in pl_module.evaluations:
-            evaluation = pl_module.evaluation("test")
+        network = require_classifier(self, pl_module)
+        if "test" in network.evaluations:
+            evaluation = network.evaluation("test")
             cm = np.array(evaluation["confusion_matrix"])
             emit_figure(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"), self.dpi)
             calibration = evaluation["calibration"]

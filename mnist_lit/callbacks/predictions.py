@@ -130,7 +130,7 @@ class PredictionWriter(BasePredictionWriter):
         self, folder: Path, pl_module: pl.LightningModule, table: PredictionTable, shown: list[tuple[int, tuple]]
     ) -> None:
         """One figure per shown input: the image beside the attribution of the network's answer."""
-        if self.explainer is None:
+        if self.explainer is None or self.explain is None:
             raise RuntimeError("PredictionWriter.explain is set but no explainer was given (the CLI sets it)")
         device = pl_module.device
         images = torch.from_numpy(np.stack([row[2] for _, row in shown]))[:, None].to(device)

@@ -50,7 +50,8 @@ class MetricsReport(Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write the file on process 0 from the evaluation the module computed once, on every process."""
-        if not trainer.is_global_zero or "test" not in pl_module.evaluations:
+        network = require_classifier(self, pl_module)
+        if not trainer.is_global_zero or "test" not in network.evaluations:
             return
         folder = run_dir_or_warn(trainer, self.filename)
         if folder is None:
@@ -59,8 +60,8 @@ class MetricsReport(Callback):
         report: dict[str, Any] = {
             "test_loss": float(metrics["test/loss"]),
             "test_acc": float(metrics["test/acc"]),
-            **pl_module.evaluation("test"),
-            "val_calibration": pl_module.evaluations.get("val", {}).get("calibration"),
+            **network.evaluation("test"),
+            "val_calibration": network.evaluations.get("val", {}).get("calibration"),
             "weights": str(trainer.ckpt_path) if trainer.ckpt_path else "the model in memory at the end of fit",
             "model": type(pl_module).__name__,
             "config": self._config(folder, trainer, pl_module),

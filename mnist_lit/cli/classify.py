@@ -105,7 +105,7 @@ def save_explanations(runner: Runner, pixels: np.ndarray, table: PredictionTable
     """One figure per input in ``folder``: the image beside the attribution map of its answer."""
     from mnist_lit.reporting.plots import attribution_figure
 
-    maps = runner.explain(pixels, method)  # type: ignore[attr-defined]  (a TorchRunner: checked above)
+    maps = runner.explain(pixels, method)  # type: ignore[attr-defined]  # a TorchRunner: checked above
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for i, name in enumerate(table.names):

@@ -32,8 +32,8 @@ def check_output(output: Path, overwrite: bool) -> None:
 
 def network_options(cls: type) -> set[str]:
     """The constructor arguments that shape a network class (not its training options)."""
-    training = set(inspect.signature(MNISTClassifier.__init__).parameters)
-    return {name for name in inspect.signature(cls.__init__).parameters if name not in training and name != "kwargs"}
+    training = set(inspect.signature(MNISTClassifier).parameters)
+    return {name for name in inspect.signature(cls).parameters if name not in training and name != "kwargs"}
 
 
 def configured_network(configs: list[str]) -> tuple[Any, Any]:

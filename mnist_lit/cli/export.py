@@ -120,15 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
 def output_format(output: Path, requested: str | None) -> str:
     """The format, from ``--format`` or else ``--output``'s ending; refuse an unknown ending, or a contradiction."""
     by_name = next((fmt for fmt in ("weights", "keras", "onnx") if output.name.endswith(FORMATS[fmt])), None)
-    if requested is None and by_name is None:
+    if requested is not None and by_name is not None and requested != by_name:
+        raise ExportError(f"--output {output} is a {by_name} file name, but --format says {requested}.")
+    fmt = requested or by_name
+    if fmt is None:
         hint = " (legacy .h5 is not written: use .keras or .weights.h5)" if output.suffix == ".h5" else ""
         raise ExportError(
             f"--output {output}: unknown format{hint}; the name must end in .onnx, .keras or .weights.h5, or give "
             "--format."
         )
-    if requested is not None and by_name is not None and requested != by_name:
-        raise ExportError(f"--output {output} is a {by_name} file name, but --format says {requested}.")
-    fmt = requested or by_name
     if fmt != "onnx" and by_name is None:
         raise ExportError(f"--output {output}: Keras saves --format {fmt} only under a name ending in {FORMATS[fmt]}.")
     return fmt

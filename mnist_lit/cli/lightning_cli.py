@@ -210,7 +210,8 @@ class MNISTLitCLI(LightningCLI):
         self.model.calibration_fit = result.as_dict()
         rank_zero_info(result.summary())
         checkpoint = self.trainer.checkpoint_callback
-        folder = Path(checkpoint.dirpath) if checkpoint is not None and checkpoint.dirpath else None
+        dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
+        folder = Path(dirpath) if dirpath else None
         if folder is None:
             rank_zero_info("No checkpoint folder: the calibration is used by this run's test only.")
             return

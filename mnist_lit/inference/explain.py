@@ -65,7 +65,9 @@ def attribute(
         raise ExplainError(
             f"--explain needs Captum: pip install captum (or pip install -e '.[explain]') ({err})"
         ) from err
-    forward = forward or getattr(module, "logits", module)
+    if forward is None:
+        forward = getattr(module, "logits", module)
+    assert forward is not None
     with torch.inference_mode(False), torch.enable_grad():
         x = inputs.detach().clone().float().requires_grad_(True)
         with torch.no_grad():

@@ -64,6 +64,8 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
         )  # fmt: skip
     except Exception as err:  # the exporter raises many types; each means this network cannot be exported as is
         raise OnnxExportError(f"torch.onnx.export failed for {trained.name} ({type(err).__name__}: {err}).") from err
+    if program is None:
+        raise OnnxExportError(f"torch.onnx.export returned no program for {trained.name}.")
     proto = program.model_proto
     dropouts = [node.name for node in proto.graph.node if node.op_type == "Dropout"]
     if dropouts:
@@ -128,5 +130,5 @@ class OnnxPredictor(MNISTClassifier):
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities (N x 10) from ONNX Runtime, for the batch's raw pixels."""
         index = batch[1].cpu()
-        raw = self.trainer.datamodule.data_predict.images[index].unsqueeze(1)
+        raw = self.trainer.datamodule.data_predict.images[index].unsqueeze(1)  # type: ignore[attr-defined]
         return torch.from_numpy(self.runner.probabilities(raw.cpu().numpy()))

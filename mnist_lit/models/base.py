@@ -5,14 +5,16 @@ A network class only builds its layers and hands them to :class:`MNISTClassifier
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassConfusionMatrix
 from torchmetrics.utilities import dim_zero_cat
 
@@ -28,6 +30,15 @@ def keras_init_(module: nn.Module) -> None:
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+M = TypeVar("M", bound=Metric)
+
+
+def metric_dict(metrics: dict[str, M]) -> Mapping[str, M]:
+    """``metrics`` as an ``nn.ModuleDict``, so that they move with the module, typed as the mapping of metrics it is
+    (``ModuleDict`` items read as plain modules to a type checker)."""
+    return cast("Mapping[str, M]", nn.ModuleDict(metrics))
 
 
 class MNISTClassifier(LightningModule):
@@ -58,6 +69,11 @@ class MNISTClassifier(LightningModule):
     errors and ``predict``'s probabilities all use T; the training loss does not (T is 1 while training).
     """
 
+    # What nn.Module's attribute lookup hides from a type checker: the buffers and the saved arguments.
+    temperature: Tensor
+    unsure_threshold: Tensor
+    hparams: AttributeDict
+
     def __init__(
         self,
         net: nn.Module,
@@ -82,15 +98,15 @@ class MNISTClassifier(LightningModule):
             self.net.to(memory_format=torch.channels_last)
         # ModuleDict keys may not shadow Module attributes such as `train`, hence the suffixes. The inputs are an
         # argmax and verified labels, always in 0-9, so torchmetrics' per-update input checks are skipped.
-        self.mean_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
-        self.accuracy = nn.ModuleDict(
+        self.mean_loss = metric_dict({f"{s}_loss": MeanMetric() for s in STAGES})
+        self.accuracy = metric_dict(
             {f"{s}_acc": MulticlassAccuracy(num_classes=10, average="micro", validate_args=False) for s in STAGES}
         )
-        self.confusion = nn.ModuleDict(
+        self.confusion = metric_dict(
             {f"{s}_cm": MulticlassConfusionMatrix(num_classes=10, validate_args=False) for s in ("val", "test")}
         )
         # The top-label confidences and correctness of the epoch, binned in _evaluate (ECE, MCE, reliability diagram).
-        self.calibration = nn.ModuleDict(
+        self.calibration = metric_dict(
             {
                 f"{s}_ce": MulticlassCalibrationError(num_classes=10, n_bins=N_BINS, norm="l1", validate_args=False)
                 for s in ("val", "test")
@@ -159,10 +175,10 @@ class MNISTClassifier(LightningModule):
         """Class probabilities (N x 10), as Keras' ``predict`` returns them, at the network's temperature."""
         return self.scaled_logits(batch[0]).softmax(dim=1)
 
-    def on_train_batch_end(self, outputs: dict[str, Tensor], batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Log the batch's loss on the steps whose values Lightning writes (every ``log_every_n_steps``-th, counted
         after the optimizer step), which draws the same curve without paying for the calls it would drop."""
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]  # set by a connector
             self.log("train/batch_loss", outputs["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True)
 
     def on_fit_start(self) -> None:
@@ -271,12 +287,12 @@ class MNISTClassifier(LightningModule):
         if hp.lr_schedule == "constant":
             return optimizer
         if hp.lr_schedule == "exponential":  # Keras: LearningRateScheduler(lambda epoch: lr * decay**epoch)
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp.lr_decay)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches
+            decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp.lr_decay)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
+        one_cycle = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=hp.lr, total_steps=int(self.trainer.estimated_stepping_batches)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
 
 
 def _calibration_defaults(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
