@@ -150,3 +150,18 @@ def test_init_weights_starts_a_new_run_from_a_checkpoints_weights(tiny_mnist: Ti
     second = runs("compact")[-1]
     assert second != first  # a new run: epochs counted from 0 again
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+
+
+def test_an_augmented_runs_checkpoint_resumes_with_its_config_and_refuses_other_ranges() -> None:
+    """The checkpoint keeps ``data.augment`` as a dict, the parsed config as a Namespace: the same ranges must match
+    (accurate.yaml's ``--ckpt_path last`` was refused before), other ranges must not."""
+    from jsonargparse import Namespace
+
+    from mnist_lit.errors import CheckpointError
+    from mnist_lit.training.resume import check_resumable
+
+    ranges = {"rotation": 15.0, "zoom": 0.15, "shift": 0.1, "shear": 0.0}
+    checkpoint = {"optimizer_states": [], "loops": {}, "datamodule_hyper_parameters": {"augment": ranges}}
+    check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**ranges)})
+    with pytest.raises(CheckpointError, match="data.augment"):
+        check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**{**ranges, "rotation": 10.0})})

@@ -9,10 +9,13 @@ folder rather than a new ``version_N``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from jsonargparse import Namespace
 
 from mnist_lit.errors import CheckpointError
 from mnist_lit.training.checkpoints import class_path_of, resolve_class
@@ -97,5 +100,13 @@ def check_resumable(
 
 
 def _normal(value: Any) -> Any:
-    """Lists and tuples compare alike (YAML gives lists where Python code gives tuples)."""
+    """Values as plain data, so that one setting compares equal however it is held: lists and tuples alike (YAML
+    gives lists where Python code gives tuples), and a checkpoint's dict beside the config's Namespace or dataclass
+    of the same fields (``data.augment``)."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {k: _normal(v) for k, v in value.items()}
     return [_normal(v) for v in value] if isinstance(value, (list, tuple)) else value
