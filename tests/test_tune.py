@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,10 +15,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning.pytorch as pl
 import optuna
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from mnist_lit.cli.lightning_cli import main
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss
@@ -34,6 +37,14 @@ params:
   data.batch_size: {choices: [16, 32]}
 """
 STUDY = Path("lightning_logs/fast/study_fast")
+#: ``python -m mnist_lit`` in a child process, with the tiny files of the test's own folder (``data``) accepted.
+WORKER = (
+    "from mnist_lit.data import files\n"
+    "from tests.helpers import tiny_specs\n"
+    "files.MNIST_FILES = tiny_specs('data')\n"
+    "from mnist_lit.cli.dispatch import main\n"
+    "main()\n"
+)
 
 
 def search_file(text: str = SEARCH) -> Path:
@@ -93,9 +104,7 @@ def test_a_range_the_config_refuses_exits_2(tiny_mnist: TinyMNIST, capsys) -> No
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tiny_mnist: TinyMNIST, capsys) -> None:
     # Random sampling with seed 0 draws lr 0.01 first, then -1.0, which Adam refuses.
-    search = (
-        "sampler: {name: RandomSampler, args: {seed: 0}}\nparams:\n  model.init_args.lr: {choices: [-1.0, 0.01]}\n"
-    )
+    search = "sampler: {name: RandomSampler, args: {seed: 0}}\nparams:\n  model.init_args.lr: {choices: [-1.0, 0.01]}\n"
     main(tune("--trials", "2", search=search))
     trials = {t.params["model.init_args.lr"]: t for t in load().trials}
     assert trials[-1.0].state == optuna.trial.TrialState.FAIL
@@ -112,15 +121,8 @@ def test_a_non_finite_loss_fails_the_run_at_once() -> None:
 
 def two_workers(tiny: TinyMNIST, trials: int, storage: list[str]) -> list[subprocess.CompletedProcess]:
     """Two ``tune`` processes started together on one study."""
-    script = (
-        "from mnist_lit.data import files\n"
-        "from tests.helpers import tiny_specs\n"
-        f"files.MNIST_FILES = tiny_specs({str(tiny.data_dir)!r})\n"
-        "from mnist_lit.cli.dispatch import main\n"
-        "main()\n"
-    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    args = [sys.executable, "-c", script, *tune("--trials", str(trials), *storage)]
+    args = [sys.executable, "-c", WORKER, *tune("--trials", str(trials), *storage)]
     workers = [
         subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -195,7 +197,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"the PostgreSQL server did not start: {log.strip()[-500:]}")
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"  # SQLAlchemy 2.1 defaults to psycopg 3
     finally:
         subprocess.run(
             [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
@@ -210,3 +212,28 @@ def test_two_workers_on_a_real_postgresql_run_exactly_the_requested_trials(
     workers = two_workers(tiny_mnist, 4, ["--storage", postgres_url])
     assert_exactly_once(load(postgres_url), workers, 4)
     assert not (STUDY / "study.db").exists()
+
+
+class KillInTrial(Callback):
+    """SIGKILL this process when the run in the folder named by ``$MNIST_LIT_TEST_KILL_RUN`` starts training."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if Path(trainer.log_dir).name == os.environ.get("MNIST_LIT_TEST_KILL_RUN"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_tune_started_again_reruns_the_killed_trial_and_loses_none(tiny_mnist: TinyMNIST, capsys) -> None:
+    args = tune("--trials", "3", f"--trainer.callbacks+={__name__}.KillInTrial")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MNIST_LIT_TEST_KILL_RUN": "trial_1"}
+    killed = subprocess.run([sys.executable, "-c", WORKER, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = load().trials
+    assert [t.state for t in before] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+
+    main(args)  # waits until the killed trial's heartbeat is stale, then runs its parameters again
+    trials = load().trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.params for t in trials[2:]].count(before[1].params) == 1  # the killed trial, run again, once
+    assert FAIL_REASON not in trials[1].user_attrs and "its worker stopped" in capsys.readouterr().out

@@ -76,14 +76,18 @@ def main(argv: list[str]) -> None:
     folder = args.study_dir or Path(logger.save_dir) / (logger.get("name") or "") / f"study_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    study = open_study(url, name, space)
-    print(f"Study {name!r} in {url}; trials run in {folder}", flush=True)
     forced = held_out_validation(fit)
     # Heartbeats are used here with ask-and-tell, which Optuna supports but warns about; fail_stale_trials is
     # "experimental" since Optuna 2.9.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with worker_lock(folder) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a new database's tables are created once, not by two workers at a time
+        try:
+            study = open_study(url, name, space)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        print(f"Study {name!r} in {url}; trials run in {folder}", flush=True)
         run_trials(study, space, fit, forced, folder, args.trials, lock)
     report(study, space, fit, folder)
 
@@ -91,6 +95,17 @@ def main(argv: list[str]) -> None:
 def open_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
     """The study ``name`` in ``url``, created if new; with heartbeats, so a killed worker's trial is run again."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(3):  # workers on other machines may be creating the same tables right now
+        try:
+            return _open_study(url, name, space, engine)
+        except UserError:
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _open_study(url: str, name: str, space: SearchSpace, engine: dict[str, Any]) -> optuna.Study:
     try:
         storage = RDBStorage(
             url,
