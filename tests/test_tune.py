@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import optuna
@@ -114,9 +115,10 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tiny_
 
 
 def test_a_non_finite_loss_fails_the_run_at_once() -> None:
-    with pytest.raises(FloatingPointError, match="training loss became nan"):
-        FiniteLoss().on_train_batch_end(None, None, {"loss": torch.tensor(float("nan"))}, None, 3)  # type: ignore[arg-type]
-    FiniteLoss().on_train_batch_end(None, None, {"loss": torch.tensor(0.5)}, None, 3)  # type: ignore[arg-type]
+    trainer = SimpleNamespace(current_epoch=2)
+    with pytest.raises(FloatingPointError, match="training loss became nan at epoch 2, batch 3"):
+        FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 3)  # type: ignore[arg-type]
+    FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 3)  # type: ignore[arg-type]
 
 
 def two_workers(tiny: TinyMNIST, trials: int, storage: list[str]) -> list[subprocess.CompletedProcess]:
