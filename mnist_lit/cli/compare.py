@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
 
 def describe(label: str, where: str, summary: dict[str, Any]) -> str:
     s = spread(accuracies(summary))
-    ci = "-" if s.ci_low is None else f"{s.ci_low * 100:.3f}% to {s.ci_high * 100:.3f}%"
+    ci = "-" if s.ci_low is None or s.ci_high is None else f"{s.ci_low * 100:.3f}% to {s.ci_high * 100:.3f}%"
     sd = "-" if s.sd is None else f"{s.sd * 100:.3f}%"
     configs = ", ".join(summary["config"])
     return f"{label}: {where} ({configs}): {s.n} seeds, mean {s.mean * 100:.3f}%, sd {sd}, 95% CI {ci}"

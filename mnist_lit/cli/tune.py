@@ -189,10 +189,10 @@ def run_trial(
         with Heartbeat(study._storage, trial._trial_id, HEARTBEAT_S):
             cli = run_fit(args, callbacks=[pruning, FiniteLoss()])
         pruning.check_pruned()
-        value = cli.trainer.callback_metrics.get(space.metric)
-        if value is None:
+        logged = cli.trainer.callback_metrics.get(space.metric)
+        if logged is None:
             raise KeyError(f"the run logged no {space.metric} (the search file's metric)")
-        value = float(value)
+        value = float(logged)
         if not math.isfinite(value):
             raise FloatingPointError(f"{space.metric} is {value}")
     except optuna.TrialPruned as pruned:

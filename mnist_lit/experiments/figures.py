@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -57,7 +57,10 @@ def save_study_figures(study: optuna.Study, folder: Path) -> list[Path]:
     from optuna.visualization import matplotlib as ovm
 
     saved = []
-    plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances}
+    plots: dict[str, Callable[[optuna.Study], Any]] = {
+        "optimization_history": ovm.plot_optimization_history,
+        "param_importances": ovm.plot_param_importances,
+    }
     for name, plot in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import yaml
@@ -58,9 +58,11 @@ class Param:
             encoded = [c if _scalar(c) else json.dumps(c) for c in self.choices]
             picked = trial.suggest_categorical(self.key, encoded)
             return picked if _scalar(self.choices[encoded.index(picked)]) else json.loads(picked)
+        assert self.low is not None and self.high is not None  # parse_param makes a range have both
         if self.is_int:
-            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        step = None if self.step is None else float(self.step)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), step=step, log=self.log)
 
     def extremes(self) -> list[Any]:
         """The values that :func:`load_search_space` checks against the configuration."""
@@ -73,7 +75,7 @@ class SearchSpace:
 
     params: tuple[Param, ...]
     metric: str = "val/acc"
-    direction: str = "maximize"
+    direction: Literal["maximize", "minimize"] = "maximize"
     sampler: Mapping[str, Any] = field(default_factory=dict)
     pruner: Mapping[str, Any] = field(default_factory=dict)
 
