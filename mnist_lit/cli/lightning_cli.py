@@ -331,9 +331,10 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
     return checkpoint
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
+def build_cli(args: list[str] | None = None, run: bool = True, callbacks: list[Callback] | None = None) -> MNISTLitCLI:
     """The CLI as ``python -m mnist_lit`` builds it; with ``run=False``, no subcommand: the Trainer, model and
-    datamodule of the given config, built and not run (the benchmark and tests use that)."""
+    datamodule of the given config, built and not run (the benchmark and tests use that). ``callbacks`` are added to
+    the config's own (``tune`` adds its pruning callback: an object no config file can name)."""
     return MNISTLitCLI(
         MNISTClassifier,
         MNISTDataModule,
@@ -341,6 +342,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MNISTLitCLI:
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": callbacks} if callbacks else None,
         args=args,
         run=run,
     )

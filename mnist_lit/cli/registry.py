@@ -28,6 +28,9 @@ COMMANDS = {
     "serve": ("mnist_lit.cli.serve:main", "a web page to draw digits on, and an HTTP API"),
     "classify": ("mnist_lit.cli.classify:main", "your digit images, at once: with an ONNX file, without torch"),
     "calibrate": ("mnist_lit.cli.calibrate:main", "temperature scaling and the 'not sure' threshold for a checkpoint"),
+    "sweep": ("mnist_lit.cli.sweep:main", "fit once per seed; test accuracy's mean, spread and 95% interval"),
+    "compare": ("mnist_lit.cli.compare:main", "two sweeps: the difference, its 95% interval and Welch's p-value"),
+    "tune": ("mnist_lit.cli.tune:main", "search hyperparameters with Optuna, on a validation split, in a database"),
 }
 
 HELP_FLAGS = ("-h", "--help")

@@ -1,0 +1,241 @@
+"""``tune`` on tiny data: trials in a SQLite study, best.yaml that ``fit`` loads, a search file refused before
+anything runs, failing trials recorded while the study goes on, and several workers sharing one study (SQLite, and a
+real PostgreSQL server started for the test)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import optuna
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from mnist_lit.cli.lightning_cli import main
+from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss
+from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST
+
+TINY = [
+    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--data.batch_size=32", "--data.eval_batch_size=16", "--trainer.callbacks=[]",
+]  # fmt: skip
+SEARCH = """
+sampler: {name: TPESampler, args: {seed: 0}}
+params:
+  model.init_args.lr: {low: 0.001, high: 0.02, log: true}
+  data.batch_size: {choices: [16, 32]}
+"""
+STUDY = Path("lightning_logs/fast/study_fast")
+#: ``python -m mnist_lit`` in a child process, with the tiny files of the test's own folder (``data``) accepted.
+WORKER = (
+    "from mnist_lit.data import files\n"
+    "from tests.helpers import tiny_specs\n"
+    "files.MNIST_FILES = tiny_specs('data')\n"
+    "from mnist_lit.cli.dispatch import main\n"
+    "main()\n"
+)
+
+
+def search_file(text: str = SEARCH) -> Path:
+    path = Path("search.yaml")
+    path.write_text(text)
+    return path
+
+
+def tune(*extra: str, search: str = SEARCH) -> list[str]:
+    return ["tune", "--config", str(CONFIGS / "fast.yaml"), "--search", str(search_file(search)), *TINY, *extra]
+
+
+def load(storage: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name="fast", storage=storage or f"sqlite:///{STUDY / 'study.db'}")
+
+
+def test_a_study_of_four_trials_is_kept_in_sqlite_and_its_best_config_fits(tiny_mnist: TinyMNIST, capsys) -> None:
+    main(tune("--trials", "4"))
+    out = capsys.readouterr().out
+    study = load()
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    for trial in study.trials:  # every trial validated on images held out of the training set, and never tested
+        config = yaml.safe_load((STUDY / f"trial_{trial.number}" / "config.yaml").read_text())
+        assert config["data"]["val_split"] == "random" and config["test_after_fit"] is False
+        assert config["model"]["init_args"]["lr"] == trial.params["model.init_args.lr"]
+    assert "trial  state" in out and out.count("COMPLETE") >= 4
+    for name in ("best.yaml", "trials.txt", "optimization_history.png", "param_importances.png"):
+        assert (STUDY / name).stat().st_size > 0
+    best = yaml.safe_load((STUDY / "best.yaml").read_text())
+    assert best["model"]["init_args"]["lr"] == study.best_params["model.init_args.lr"]
+    assert best["data"]["val_split"] == "test" and best["test_after_fit"] is True  # the config's own, not the trials'
+    main(["fit", "--config", str(STUDY / "best.yaml")])
+    (run,) = Path("lightning_logs/fast").glob("version_*")
+    fitted = yaml.safe_load((run / "config.yaml").read_text())
+    assert fitted["model"]["init_args"]["lr"] == study.best_params["model.init_args.lr"]
+    assert fitted["data"]["batch_size"] == study.best_params["data.batch_size"]
+
+    main(tune("--trials", "5"))  # the same study again: it continues with one trial more
+    assert len(load().trials) == 5
+
+
+def test_a_search_file_with_an_unknown_key_exits_2_naming_it_before_anything_runs(
+    tiny_mnist: TinyMNIST, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(tune("--trials", "2", search="params:\n  model.init_args.learning_rate: {low: 0.001, high: 0.1}\n"))
+    assert exc.value.code == 2
+    assert "model.init_args.learning_rate is not a key of the configuration" in capsys.readouterr().err
+    assert not Path("lightning_logs").exists()
+
+
+def test_a_range_the_config_refuses_exits_2(tiny_mnist: TinyMNIST, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(tune("--trials", "2", search="params:\n  data.batch_size: {low: 0, high: 64}\n"))
+    assert exc.value.code == 2 and "data.batch_size = 0 is refused" in capsys.readouterr().err
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tiny_mnist: TinyMNIST, capsys) -> None:
+    # Random sampling with seed 0 draws lr 0.01 first, then -1.0, which Adam refuses.
+    search = "sampler: {name: RandomSampler, args: {seed: 0}}\nparams:\n  model.init_args.lr: {choices: [-1.0, 0.01]}\n"
+    main(tune("--trials", "2", search=search))
+    trials = {t.params["model.init_args.lr"]: t for t in load().trials}
+    assert trials[-1.0].state == optuna.trial.TrialState.FAIL
+    assert "Invalid learning rate: -1.0" in trials[-1.0].user_attrs[FAIL_REASON]
+    assert trials[0.01].state == optuna.trial.TrialState.COMPLETE
+    assert "Invalid learning rate" in capsys.readouterr().out  # in the trials table
+
+
+def test_a_non_finite_loss_fails_the_run_at_once() -> None:
+    trainer = SimpleNamespace(current_epoch=2)
+    with pytest.raises(FloatingPointError, match="training loss became nan at epoch 2, batch 3"):
+        FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 3)  # type: ignore[arg-type]
+    FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 3)  # type: ignore[arg-type]
+
+
+def two_workers(tiny: TinyMNIST, trials: int, storage: list[str]) -> list[subprocess.CompletedProcess]:
+    """Two ``tune`` processes started together on one study."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    args = [sys.executable, "-c", WORKER, *tune("--trials", str(trials), *storage)]
+    workers = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    done = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(args, worker.returncode, out, err))
+    return done
+
+
+def assert_exactly_once(study: optuna.Study, workers: list[subprocess.CompletedProcess], trials: int) -> None:
+    for worker in workers:
+        assert worker.returncode == 0, worker.stderr[-3000:]
+    assert len(study.trials) == trials
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    started = sorted(int(line.rsplit("trial_", 1)[1]) for w in workers for line in w.stdout.splitlines()
+                     if line.startswith("Trial ") and f" in {STUDY}/trial_" in line)  # fmt: skip
+    assert started == list(range(trials))  # each trial run once, by one worker or the other
+    assert all("Trial " in w.stdout for w in workers)  # both workers took part
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_study_run_exactly_the_requested_trials(tiny_mnist: TinyMNIST) -> None:
+    workers = two_workers(tiny_mnist, 4, [])
+    assert_exactly_once(load(), workers, 4)
+
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of our own on 127.0.0.1 (a free port) with its data in a temporary folder, stopped after
+    the test. PostgreSQL refuses to run as root: as root, it runs as the `postgres` user of Debian's package."""
+    pytest.importorskip("psycopg2", reason="psycopg2 (psycopg2-binary) is needed to talk to PostgreSQL")
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server here (no pg_ctl; Debian: apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="mnist_lit_pg_"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser to start the server as `postgres`")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]
+    init = subprocess.run([*prefix, *initdb], capture_output=True, text=True)
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-500:]}")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    start = subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
+                            "-w", "start"], capture_output=True, text=True)  # fmt: skip
+    if start.returncode != 0:
+        log = (root / "log").read_text() if (root / "log").is_file() else start.stderr
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"the PostgreSQL server did not start: {log.strip()[-500:]}")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"  # SQLAlchemy 2.1 defaults to psycopg 3
+    finally:
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_real_postgresql_run_exactly_the_requested_trials(
+    tiny_mnist: TinyMNIST, postgres_url: str
+) -> None:
+    workers = two_workers(tiny_mnist, 4, ["--storage", postgres_url])
+    assert_exactly_once(load(postgres_url), workers, 4)
+    assert not (STUDY / "study.db").exists()
+
+
+class KillInTrial(Callback):
+    """SIGKILL this process when the run in the folder named by ``$MNIST_LIT_TEST_KILL_RUN`` starts training."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if Path(trainer.log_dir).name == os.environ.get("MNIST_LIT_TEST_KILL_RUN"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_tune_started_again_reruns_the_killed_trial_and_loses_none(tiny_mnist: TinyMNIST, capsys) -> None:
+    args = tune("--trials", "3", f"--trainer.callbacks+={__name__}.KillInTrial")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MNIST_LIT_TEST_KILL_RUN": "trial_1"}
+    killed = subprocess.run([sys.executable, "-c", WORKER, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = load().trials
+    assert [t.state for t in before] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+
+    main(args)  # waits until the killed trial's heartbeat is stale, then runs its parameters again
+    trials = load().trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.params for t in trials[2:]].count(before[1].params) == 1  # the killed trial, run again, once
+    assert FAIL_REASON not in trials[1].user_attrs and "its worker stopped" in capsys.readouterr().out
