@@ -142,3 +142,14 @@ def refused(args: list[str], capsys: pytest.CaptureFixture, output: Path) -> str
     if output.parent.is_dir():
         assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
     return err
+
+
+def tiny_compact_checkpoint(root: Path) -> Path:
+    """A CompactCNN checkpoint (``last.ckpt``) from one epoch on tiny MNIST made under ``root``, for module fixtures."""
+    tiny = make_tiny_mnist(root / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.chdir(root)
+        quiet = ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
+        main(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epochs", "1", *quiet])
+    return root / "lightning_logs/compact/version_0/checkpoints/last.ckpt"

@@ -12,11 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lit.data import files
 from mnist_lit.inference.explain import METHODS, attribute
 from mnist_lit.inference.torch_runner import PixelClassifier, TorchRunner
 from mnist_lit.models import CompactCNN
-from tests.helpers import CONFIGS, exit_code, make_tiny_mnist, runs
+from tests.helpers import CONFIGS, exit_code, runs, tiny_compact_checkpoint
 
 pytest.importorskip("captum")
 
@@ -27,15 +26,7 @@ QUIET = ["--trainer.enable_progress_bar", "false"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A compact network after one epoch on tiny MNIST."""
-    from mnist_lit.cli.lightning_cli import main
-
-    root = tmp_path_factory.mktemp("explain")
-    tiny = make_tiny_mnist(root / "data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
-        patch.chdir(root)
-        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, "--test_after_fit", "false"])
-        return next(runs("compact")[-1].glob("checkpoints/last-*.ckpt")).resolve()
+    return tiny_compact_checkpoint(tmp_path_factory.mktemp("explain"))
 
 
 def digits(n: int = 3) -> np.ndarray:

@@ -27,7 +27,7 @@ from mnist_lit.data.images import (
 )
 from mnist_lit.models import CompactCNN
 from mnist_lit.reporting.prediction_table import PredictionTable
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, make_tiny_mnist, runs
+from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs, tiny_compact_checkpoint
 
 COMPACT = str(CONFIGS / "compact.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -89,14 +89,7 @@ def last_run(name: str = "compact") -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CompactCNN checkpoint from one epoch on the tiny synthetic MNIST, made once for this module."""
-    root = tmp_path_factory.mktemp("fit")
-    tiny = make_tiny_mnist(root / "data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
-        patch.chdir(root)
-        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, "--test_after_fit", "false"])
-    path = root / "lightning_logs/compact/version_0/checkpoints/last.ckpt"
-    return path
+    return tiny_compact_checkpoint(tmp_path_factory.mktemp("fit"))
 
 
 # --- preprocessing ------------------------------------------------------------------------------------------------
