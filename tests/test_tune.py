@@ -114,11 +114,21 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tiny_
     assert "Invalid learning rate" in capsys.readouterr().out  # in the trials table
 
 
-def test_a_non_finite_loss_fails_the_run_at_once() -> None:
-    trainer = SimpleNamespace(current_epoch=2)
-    with pytest.raises(FloatingPointError, match="training loss became nan at epoch 2, batch 3"):
-        FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 3)  # type: ignore[arg-type]
-    FiniteLoss().on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 3)  # type: ignore[arg-type]
+def test_a_non_finite_loss_fails_the_run_by_the_next_logged_step_or_the_epochs_end() -> None:
+    """The check is read where Lightning logs (every log_every_n_steps) and at the epoch's end, not every step."""
+    nan, fine = {"loss": torch.tensor(float("nan"))}, {"loss": torch.tensor(0.5)}
+    between_logs = SimpleNamespace(current_epoch=2, global_step=3, log_every_n_steps=50)
+    callback = FiniteLoss()
+    callback.on_train_batch_end(between_logs, None, nan, None, 3)  # type: ignore[arg-type]
+    callback.on_train_batch_end(between_logs, None, fine, None, 4)  # type: ignore[arg-type]
+    with pytest.raises(FloatingPointError, match="NaN or infinite in epoch 2, by its end"):
+        callback.on_train_epoch_end(between_logs, None)  # type: ignore[arg-type]
+    at_a_log = SimpleNamespace(current_epoch=0, global_step=50, log_every_n_steps=50)
+    with pytest.raises(FloatingPointError, match="in epoch 0, by batch 7"):
+        FiniteLoss().on_train_batch_end(at_a_log, None, nan, None, 7)  # type: ignore[arg-type]
+    healthy = FiniteLoss()
+    healthy.on_train_batch_end(at_a_log, None, fine, None, 7)  # type: ignore[arg-type]
+    healthy.on_train_epoch_end(at_a_log, None)  # type: ignore[arg-type]
 
 
 def two_workers(tiny: TinyMNIST, trials: int, storage: list[str]) -> list[subprocess.CompletedProcess]:

@@ -96,6 +96,8 @@ def main(argv: list[str]) -> None:
     datamodule = datamodule_for(checkpoint, args.data_dir)
     check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
     target = output_path(ckpt_path, args.output, args.overwrite)
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise UserError(f"--json {args.json}: the file exists; pass --overwrite to replace it, or name another.")
     trained = load_trained_network(ckpt_path)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -176,7 +176,9 @@ class MNISTLitCLI(LightningCLI):
                 if callback.explain is not None:
                     if self.onnx_path:
                         raise UserError(_ONNX_EXPLAIN.format(path=self.onnx_path))
-                    from mnist_lit.inference.explain import attribute  # Captum: imported only when asked for
+                    from mnist_lit.inference.explain import attribute, require_captum
+
+                    require_captum()  # before the predict epoch, not after it
 
                     callback.explainer = attribute
 
@@ -215,7 +217,11 @@ class MNISTLitCLI(LightningCLI):
         if folder is None:
             rank_zero_info("No checkpoint folder: the calibration is used by this run's test only.")
             return
-        path = free_name(folder / "calibrated.ckpt") if self.trainer.is_global_zero else folder / "calibrated.ckpt"
+        path = (
+            free_name(folder / "calibrated.ckpt", keep_suffix=True)
+            if self.trainer.is_global_zero
+            else folder / "calibrated.ckpt"
+        )
         path = self.trainer.strategy.broadcast(path)
         self.trainer.save_checkpoint(path)
         rank_zero_info(f"Wrote {path}")

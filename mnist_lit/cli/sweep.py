@@ -87,7 +87,11 @@ def continued(
     file = folder / SUMMARY_NAME
     if not file.is_file():
         raise UserError(f"--sweep_dir {folder}: no {SUMMARY_NAME} there, so it is not a sweep to continue.")
-    summary = json.loads(file.read_text())
+    try:
+        summary = json.loads(file.read_text())
+        plan = (summary["config"], summary["fit_args"], summary["seeds"], summary["runs"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"--sweep_dir {folder}: {file} is not a sweep summary ({err}); start a new sweep.") from err
     for what, given, recorded in (
         ("--config", configs, summary["config"]),
         ("fit options", fit_options, summary["fit_args"]),
@@ -97,7 +101,7 @@ def continued(
             raise UserError(
                 f"--sweep_dir {folder} was run with {what} {recorded}, not {given}: give the same, or none."
             )
-    return summary["config"], summary["fit_args"], summary["seeds"], summary["runs"]
+    return plan
 
 
 def run_seed(folder: Path, seed: int, fit_args: list[str]) -> dict[str, Any]:

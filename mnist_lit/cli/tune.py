@@ -35,7 +35,7 @@ from mnist_lit.cli.fit_runs import FitConfig, run_fit
 from mnist_lit.experiments.figures import save_study_figures
 from mnist_lit.experiments.search_space import SearchSpace, SearchSpaceError, cli_args, load_search_space
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss, Heartbeat, tally
-from mnist_lit.utils.io import atomic_write_bytes
+from mnist_lit.utils.io import atomic_write_bytes, free_name
 
 #: Seconds between a running trial's heartbeats, and without one after which its worker is taken for dead.
 HEARTBEAT_S, GRACE_S = 5, 20
@@ -176,7 +176,7 @@ def run_trial(
     values = space.suggest(trial)
     overrides = cli_args(values)
     trial.set_user_attr("overrides", overrides)
-    run_dir = folder / f"trial_{trial.number}"
+    run_dir = free_name(folder / f"trial_{trial.number}")  # numbers restart in another study of the same folder
     args = [
         *fit.args, *overrides, *forced,
         f"--trainer.logger.init_args.save_dir={folder}",

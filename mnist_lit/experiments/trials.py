@@ -7,7 +7,6 @@ Lightning 2.x), reports the monitored metric after each validation and raises ``
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import optuna
+import torch
 from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,16 +23,34 @@ FAIL_REASON = "fail_reason"
 
 
 class FiniteLoss(Callback):
-    """Stop a run with an error as soon as its training loss is NaN or infinite, so the trial fails with that reason
-    instead of finishing on a meaningless accuracy."""
+    """Stop a run with an error once its training loss has been NaN or infinite, so the trial fails with that reason
+    instead of finishing on a meaningless accuracy.
+
+    The check is kept on the loss's device and read on the steps Lightning logs and at each epoch's end: reading it
+    every step would wait for a GPU at every step.
+    """
+
+    def __init__(self) -> None:
+        self._finite: torch.Tensor | None = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is None:
+            return
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:  # type: ignore[attr-defined]
+            self._check(trainer, f"batch {batch_idx}")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, "its end")
+
+    def _check(self, trainer: pl.Trainer, where: str) -> None:
+        if self._finite is not None and not bool(self._finite):
             raise FloatingPointError(
-                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}"
+                f"the training loss became NaN or infinite in epoch {trainer.current_epoch}, by {where}"
             )
 
 

@@ -12,6 +12,7 @@ optional extra (``pip install -e '.[explain]'``), imported only when an attribut
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import numpy as np
@@ -27,6 +28,8 @@ DESCRIPTIONS = {
     "gradcam": "Grad-CAM, last convolution",
 }
 IG_STEPS = 32
+#: Images per forward pass inside integrated gradients (IG_STEPS copies of each input): bounds its memory.
+IG_BATCH = 256
 
 
 class ExplainError(UserError):
@@ -39,6 +42,12 @@ def last_conv(module: nn.Module) -> nn.Conv2d:
     if not convs:
         raise ExplainError("gradcam needs a network with a convolution; use --explain ig or saliency")
     return convs[-1]
+
+
+def require_captum() -> None:
+    """Fail before any work, with the install command, where Captum is missing (it is an optional extra)."""
+    if importlib.util.find_spec("captum") is None:
+        raise ExplainError("--explain needs Captum: pip install captum (or pip install -e '.[explain]')")
 
 
 def attribute(
@@ -74,7 +83,9 @@ def attribute(
             target = forward(x).argmax(dim=1)
         if method == "ig":
             base = torch.zeros_like(x) if baseline is None else baseline.detach().clone().float().expand_as(x)
-            maps = IntegratedGradients(forward).attribute(x, baselines=base, target=target, n_steps=IG_STEPS)
+            maps = IntegratedGradients(forward).attribute(
+                x, baselines=base, target=target, n_steps=IG_STEPS, internal_batch_size=IG_BATCH
+            )
         elif method == "saliency":
             maps = Saliency(forward).attribute(x, target=target, abs=True)
         else:

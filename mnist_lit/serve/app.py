@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import io
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
+from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -145,7 +147,10 @@ class DigitReader:
         with self._inference:
             probabilities = self.runner.probabilities(image[None, None])[0]
             if explain is not None:
-                explanation = self.runner.explain(image[None, None], explain)[0]  # type: ignore[attr-defined]
+                try:
+                    explanation = self.runner.explain(image[None, None], explain)[0]  # type: ignore[attr-defined]
+                except UserError as err:  # Captum missing, gradcam on a network without a convolution
+                    raise HTTPException(422, str(err)) from err
         return Prediction(
             int(np.argmax(probabilities)),
             [float(p) for p in probabilities],
@@ -250,6 +255,7 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
     """
     reader = DigitReader(runner, max_pixels)
     reader.runner.probabilities(np.zeros((1, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32))  # warm up, fail early
+    can_explain = hasattr(runner, "explain") and importlib.util.find_spec("captum") is not None
     health = {
         "status": "ok",
         "network": runner.network_name,
@@ -259,7 +265,7 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
         "max_pixels": max_pixels,
         "formats": list(FORMATS),
         "unsure_threshold": getattr(runner, "unsure_threshold", None),
-        "explain": list(EXPLAIN_METHODS) if hasattr(runner, "explain") else [],
+        "explain": list(EXPLAIN_METHODS) if can_explain else [],
     }
     app = FastAPI(title="mnist_lit: draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
@@ -296,6 +302,8 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
             raise HTTPException(
                 422, "explanations need a checkpoint (.ckpt): this server runs an ONNX export, which has no gradients"
             )
+        if explain is not None and not can_explain:
+            raise HTTPException(422, "explanations need Captum on the server: pip install captum")
         data = await read_image_bytes(request)
         prediction = await run_in_threadpool(reader.read, data, explain)
         return JSONResponse(prediction.to_json(runner.network_name))

@@ -9,6 +9,7 @@ checkpoint saved from it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
 
     optimizer.step(closure)
     temperature = float(log_t.detach().exp())
-    if not torch.isfinite(torch.tensor(temperature)) or temperature <= 0:
+    if not math.isfinite(temperature):
         raise CalibrationError(f"temperature scaling did not converge (T = {temperature})")
     return min(max(temperature, TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1])
 

@@ -26,10 +26,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def free_name(path: Path) -> Path:
-    """``path`` if nothing is there, else the first of ``path.1``, ``path.2``, ... that is free."""
+def free_name(path: Path, keep_suffix: bool = False) -> Path:
+    """``path`` if nothing is there, else the first of ``path.1``, ``path.2``, ... that is free (with
+    ``keep_suffix``: ``name-1.ckpt``, ``name-2.ckpt``, ..., so that the file keeps its type)."""
     candidate, n = path, 0
     while candidate.exists():
         n += 1
-        candidate = path.with_name(f"{path.name}.{n}")
+        name = f"{path.stem}-{n}{path.suffix}" if keep_suffix else f"{path.name}.{n}"
+        candidate = path.with_name(name)
     return candidate
