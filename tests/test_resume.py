@@ -165,3 +165,16 @@ def test_an_augmented_runs_checkpoint_resumes_with_its_config_and_refuses_other_
     check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**ranges)})
     with pytest.raises(CheckpointError, match="data.augment"):
         check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**{**ranges, "rotation": 10.0})})
+
+
+def test_a_resumed_run_keeps_rewriting_last_ckpt(tiny_mnist: TinyMNIST) -> None:
+    """Resumed with --ckpt_path last, the run goes on writing checkpoints/last.ckpt (not a last-v1.ckpt beside a
+    stale one), so that a second resume continues from the newest epoch."""
+    config = str(CONFIGS / "keras_report.yaml")
+    quiet = ["--data.data_dir", str(tiny_mnist.data_dir), "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--config", config, "--trainer.max_epochs", "1", "--test_after_fit", "false", *quiet])
+    main(["fit", "--config", config, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--test_after_fit", "false",
+          *quiet])  # fmt: skip
+    folder = runs("keras_report")[-1] / "checkpoints"
+    assert not list(folder.glob("last-v*.ckpt"))
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1

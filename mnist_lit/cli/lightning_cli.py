@@ -275,7 +275,13 @@ def prepare_resume(options: Any, checkpoint: dict[str, Any] | None) -> None:
     check_resumable(options.ckpt_path, checkpoint, options.model, options.data)
     folder = run_folder_of(options.ckpt_path)
     if folder is not None and logger_args is not None and {"save_dir", "name", "version"} <= set(logger_args.keys()):
-        logger_args.save_dir, logger_args.name, logger_args.version = str(folder.save_dir), folder.name, folder.version
+        # The configured save_dir, as written, when it is the checkpoint's own: ModelCheckpoint compares its folder
+        # with the one the checkpoint recorded as strings, and on a mismatch (relative against absolute) forgets its
+        # last.ckpt and writes last-v1.ckpt beside it, so that a second resume would start from the stale one.
+        configured = logger_args.get("save_dir")
+        same = configured is not None and Path(configured).resolve() == folder.save_dir
+        logger_args.save_dir = str(configured if same else folder.save_dir)
+        logger_args.name, logger_args.version = folder.name, folder.version
 
 
 def load_weights(model: LightningModule, ckpt_path: str) -> None:
