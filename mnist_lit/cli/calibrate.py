@@ -19,7 +19,7 @@ from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.reporting.calibration import DEFAULT_KEEP, selective_summary, top_label
 from mnist_lit.training.calibrate import calibrate, check_calibratable, nll_and_calibration, split_logits
-from mnist_lit.training.checkpoints import load_trained_network, read_checkpoint
+from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
 from mnist_lit.utils.io import atomic_write_bytes
 
 PROG = "python -m mnist_lit calibrate"
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
     target = output_path(ckpt_path, args.output, args.overwrite)
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise UserError(f"--json {args.json}: the file exists; pass --overwrite to replace it, or name another.")
-    trained = load_trained_network(ckpt_path)
+    trained = network_from_checkpoint(checkpoint, ckpt_path)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = trained.model

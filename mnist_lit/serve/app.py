@@ -29,6 +29,7 @@ from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner
+from mnist_lit.reporting.calibration import is_unsure
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The largest request body accepted, in bytes: room for a phone photo; a drawing from the page is a few KB.
@@ -94,7 +95,7 @@ class Prediction:
     @property
     def unsure(self) -> bool:
         """Whether the top probability is under the threshold: the page then says "not sure: 7 or 1?"."""
-        return self.unsure_threshold is not None and max(self.probabilities) < self.unsure_threshold
+        return bool(is_unsure(np.array([max(self.probabilities)]), self.unsure_threshold)[0])
 
     def to_json(self, network: str) -> dict[str, Any]:
         """The API's answer: the digit, the ten probabilities, whether it is unsure (and the runner-up), the image

@@ -70,7 +70,7 @@ def resolve_class(class_path: str) -> Any:
         return class_path
 
 
-def saved_normalization(checkpoint: dict[str, Any]) -> Normalization:
+def saved_normalization(checkpoint: Mapping[str, Any]) -> Normalization:
     """The data normalization the checkpoint's network was trained with (``unit`` when it recorded none)."""
     return checkpoint.get(MNISTDataModule.__qualname__, {}).get("normalization", "unit")
 
@@ -97,7 +97,14 @@ class TrainedNetwork:
 
 def load_trained_network(path: str | Path, option: str = "--ckpt_path") -> TrainedNetwork:
     """Load the network a checkpoint holds, whatever its class, with no config: the checkpoint names it."""
-    checkpoint = read_checkpoint(path, option)
+    return network_from_checkpoint(read_checkpoint(path, option), path, option)
+
+
+def network_from_checkpoint(
+    checkpoint: Mapping[str, Any], path: str | Path, option: str = "--ckpt_path"
+) -> TrainedNetwork:
+    """:func:`load_trained_network` for a checkpoint already read (by :func:`read_checkpoint`), so that a command
+    that also needs its other contents reads the file once."""
     class_path = class_path_of(checkpoint)
     cls = resolve_class(class_path) if class_path else None
     if not (isinstance(cls, type) and issubclass(cls, MNISTClassifier)):
