@@ -153,7 +153,9 @@ def assert_exactly_once(study: optuna.Study, workers: list[subprocess.CompletedP
     started = sorted(int(line.rsplit("trial_", 1)[1]) for w in workers for line in w.stdout.splitlines()
                      if line.startswith("Trial ") and f" in {STUDY}/trial_" in line)  # fmt: skip
     assert started == list(range(trials))  # each trial run once, by one worker or the other
-    assert all("Trial " in w.stdout for w in workers)  # both workers took part
+    # Both opened the one study; how the trials fall between them depends on which process starts first (on a loaded
+    # machine one may finish all of them before the other has imported torch), so that is not asserted.
+    assert all("A new study created" in w.stderr or "Using an existing study" in w.stderr for w in workers)
 
 
 @pytest.mark.slow
