@@ -3,6 +3,9 @@ checkpoints, ONNX, predict, classify and serve."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from mnist_lit.models.ood import (
     mahalanobis_score,
     mahalanobis_statistics,
     max_softmax_score,
+    ood_score,
 )
 from mnist_lit.reporting.ood import auroc, detection_summary, fpr_at_tpr, is_not_digit, keep_threshold, roc_figure
 from mnist_lit.training.checkpoints import load_trained_network
@@ -72,9 +76,21 @@ def test_mahalanobis_matches_a_direct_computation_with_the_shared_covariance() -
     # A feature that never moved on the training digits makes an input that moves it far from every class.
     moved = features[:5].clone()
     moved[:, -1] = 1.0
-    assert bool(
-        (mahalanobis_score(moved, means, whitening) > 100 * mahalanobis_score(features[:5], means, whitening)).all()
-    )
+    near = mahalanobis_score(features[:5], means, whitening)
+    assert bool((mahalanobis_score(moved, means, whitening) > near + 20).all())
+
+
+def test_the_normalized_mahalanobis_reads_only_the_direction_of_the_features() -> None:
+    _, features, labels = made_up()
+    unit = features / features.norm(dim=1, keepdim=True)
+    means, whitening = mahalanobis_statistics(unit, labels)
+    logits = torch.zeros(len(features), 10)
+    scores = ood_score("mahalanobis_normalized", logits, features, 1.0, means, whitening)
+    torch.testing.assert_close(scores, mahalanobis_score(unit, means, whitening))
+    faint = ood_score("mahalanobis_normalized", logits, 0.01 * features, 1.0, means, whitening)
+    torch.testing.assert_close(faint, scores, rtol=1e-4, atol=1e-5)  # a faint input is not nearer for being faint
+    with pytest.raises(ValueError, match="statistics"):
+        ood_score("mahalanobis", logits, None)
 
 
 def test_the_threshold_keeps_the_share_asked_and_ties_stay_digits() -> None:
@@ -209,3 +225,124 @@ def test_predict_step_gives_the_score_and_the_verdict() -> None:
     torch.testing.assert_close(out["probabilities"], model(x).softmax(dim=1))
     torch.testing.assert_close(out["ood_score"], -out["probabilities"].amax(dim=1))
     assert torch.equal(out["not_digit"], out["ood_score"] > -0.5)
+
+
+def odd_and_digits() -> np.ndarray:
+    """Uniform noise (4), filled squares (4), then tiny-MNIST digits (6), N x 28 x 28 uint8."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    squares = np.zeros((4, 28, 28), np.uint8)
+    for i, side in enumerate((8, 12, 16, 20)):
+        squares[i, 14 - side // 2 : 14 + side // 2, 14 - side // 2 : 14 + side // 2] = 255
+    digits, _ = synthetic_digits(6, seed=5)
+    return np.concatenate([noise, squares, digits])
+
+
+def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
+    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.data.images import load_predict_inputs
+    from mnist_lit.inference.torch_runner import TorchRunner
+
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    runner = TorchRunner(ckpt)
+    images = odd_and_digits()
+    np.save(tmp_path / "inputs.npy", images)
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "inputs.npy"),
+          "--data.predict_invert", "never", *QUIET, "--predict_figure", "false"])  # fmt: skip
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    assert list(rows[0])[4:7] == ["unsure", "not_digit", "ood_score"] and len(rows) == len(images)
+    seen = load_predict_inputs(str(tmp_path / "inputs.npy"), "never").images  # what predict prepared
+    _, expected = runner.predict(seen[:, None].astype(np.float32))
+    scores = np.array([float(row["ood_score"]) for row in rows])
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)  # the checkpoint's own score, per input
+    assert runner.ood_threshold is not None
+    assert [row["not_digit"] for row in rows] == [str(int(s > runner.ood_threshold)) for s in scores]
+    assert all(row["not_digit"] == "1" for row in rows[:4])  # uniform noise: far from every tiny digit
+    assert f"Not a digit: {sum(r['not_digit'] == '1' for r in rows)} of {len(rows)} (mahalanobis" in printed
+    main(["classify", str(tmp_path / "inputs.npy"), "--ckpt_path", str(ckpt), "--invert", "never"])
+    table = capsys.readouterr().out
+    assert table.count("not a digit") == sum(r["not_digit"] == "1" for r in rows)
+    main(["classify", str(tmp_path / "inputs.npy"), "--ckpt_path", str(ckpt), "--invert", "never", "--csv"])
+    classified = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["not_digit"] for r in classified] == [r["not_digit"] for r in rows]
+
+
+def test_serve_answers_not_digit_and_the_score(ood_run: dict) -> None:
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from mnist_lit.inference.torch_runner import TorchRunner
+    from mnist_lit.serve.app import create_app
+
+    runner = TorchRunner(ood_run["run"] / "checkpoints" / "calibrated.ckpt")
+    client = TestClient(create_app(runner))
+    health = client.get("/api/health").json()
+    assert health["ood_method"] == "mahalanobis" and health["ood_threshold"] == pytest.approx(runner.ood_threshold)
+    images = odd_and_digits()
+    for image in (images[0], images[-1]):
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        answer = client.post("/api/predict", content=png.getvalue(), headers={"content-type": "image/png"}).json()
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"].partition(",")[2]))))
+        _, expected = runner.predict(seen[None, None].astype(np.float32))
+        assert answer["ood_score"] == pytest.approx(float(expected[0]), rel=1e-5)
+        assert answer["not_digit"] is (answer["ood_score"] > runner.ood_threshold)
+        assert answer["ood_method"] == "mahalanobis" and answer["ood_threshold"] == pytest.approx(runner.ood_threshold)
+
+
+def test_the_onnx_export_carries_the_score_and_its_threshold(
+    ood_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(files, "MNIST_FILES", ood_run["specs"])
+    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.inference.onnx_runner import OnnxRunner
+    from mnist_lit.inference.torch_runner import TorchRunner
+
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"])
+    onnx, checkpoint = OnnxRunner(tmp_path / "m.onnx"), TorchRunner(ckpt)
+    assert onnx.has_score and onnx.ood_method == "mahalanobis"
+    assert onnx.ood_threshold == pytest.approx(checkpoint.ood_threshold, rel=1e-7)
+    images = odd_and_digits()
+    pixels = np.concatenate([images[:, None], np.random.default_rng(1).integers(0, 256, (30, 1, 28, 28))])
+    p_onnx, s_onnx = onnx.predict(pixels.astype(np.float32))
+    p_torch, s_torch = checkpoint.predict(pixels.astype(np.float32))
+    assert np.abs(p_onnx - p_torch).max() <= 1e-5
+    assert (np.abs(s_onnx - s_torch) / np.maximum(1.0, np.abs(s_torch))).max() <= 1e-5
+    assert np.array_equal(s_onnx > onnx.ood_threshold, s_torch > checkpoint.ood_threshold)  # the same verdicts
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "m.onnx"), "--data.data_dir",
+          str(ood_run["data"]), *QUIET, "--predict_figure", "false"])  # fmt: skip
+    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    assert rows and {"not_digit", "ood_score"} <= set(rows[0])
+
+
+def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_softmax(
+    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    from mnist_lit.inference.onnx_runner import OnnxRunner
+
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    with monkeypatch.context() as patch:
+        original = OnnxRunner.predict
+        patch.setattr(
+            OnnxRunner, "predict", lambda self, pixels: (original(self, pixels)[0], original(self, pixels)[1] + 1e-3)
+        )
+        args = ["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"]
+        assert exit_code(args) == 1
+    assert "OOD score (mahalanobis)" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+    from mnist_lit.cli.lightning_cli import main
+
+    main(args)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    del model.graph.output[1]  # as exported before the score existed
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    old = OnnxRunner(tmp_path / "old.onnx")
+    pixels = odd_and_digits()[:, None].astype(np.float32)
+    probabilities, scores = old.predict(pixels)
+    assert not old.has_score and old.ood_method == "max_softmax" and old.ood_threshold is None
+    np.testing.assert_array_equal(scores, -probabilities.max(axis=1))

@@ -96,7 +96,7 @@ class MNISTLitCLI(LightningCLI):
         )
         parser.add_argument(
             "--ood.method",
-            type=Literal["max_softmax", "energy", "mahalanobis"] | None,
+            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,
             default=None,
             help="For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
             "training images, threshold on the validation split; refused when it is the test set) and save it in "

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
-from mnist_lit.models.ood import OODScorer, energy_score, mahalanobis_score, max_softmax_score
+from mnist_lit.models.ood import OODScorer, ood_score, uses_features
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 
@@ -41,7 +41,7 @@ class PixelClassifier(nn.Module):
         self.ood_method = ood.method_name if ood is not None else "max_softmax"
         #: Its "not a digit" threshold (None: none fitted); not used in the graph.
         self.ood_threshold: float | None = float(ood.threshold) if ood is not None and ood.fitted else None
-        if self.ood_method == "mahalanobis" and ood is not None:
+        if uses_features(self.ood_method) and ood is not None:
             self.register_buffer("class_means", ood.class_means.detach().clone())
             self.register_buffer("whitening", ood.whitening.detach().clone())
 
@@ -67,13 +67,13 @@ class PixelClassifier(nn.Module):
     def scored(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """The probabilities (N x 10) and the OOD score (N,) in one pass."""
         x = self._normalized(pixels)
-        if self.ood_method == "mahalanobis":
-            features = self.net[:-1](x)  # type: ignore[index]  # a network with a fitted mahalanobis score ends in Linear
+        if uses_features(self.ood_method):
+            features = self.net[:-1](x)  # type: ignore[index]  # a network with a fitted feature score ends in Linear
             raw = self.net[-1](features)  # type: ignore[index]
-            score = mahalanobis_score(features, self.class_means, self.whitening)
+            score = ood_score(self.ood_method, raw, features, self.temperature, self.class_means, self.whitening)
         else:
             raw = self.net(x)
-            score = (energy_score if self.ood_method == "energy" else max_softmax_score)(raw, self.temperature)
+            score = ood_score(self.ood_method, raw, None, self.temperature)
         return (raw / self.temperature).softmax(dim=1), score
 
 

@@ -10,6 +10,10 @@ the validation digits as digits).
 - ``mahalanobis``: the squared Mahalanobis distance of the penultimate features f to the nearest class mean, with one
   covariance shared by the classes (Lee et al. 2018), divided by the number of features:
   ``min_c (f - mu_c)^T Sigma^-1 (f - mu_c) / D``, about 1 for training digits. It needs no temperature.
+- ``mahalanobis_normalized``: the same on the features scaled to unit length, ``f / |f|``, with the means and the
+  covariance fitted on the unit-length training features (Mueller and Hein 2025, "Mahalanobis++"). The length of f
+  mostly says how much ink there is; a class's spread along it makes the plain distance let faint inputs (noise,
+  specks: short feature vectors) pass as typical digits.
 
 z are the raw logits and T the network's temperature (``MNISTClassifier.temperature``): the softmax scores read the
 probabilities the network answers with. The covariance is stored as a whitening matrix W with ``W W^T = Sigma^-1``
@@ -25,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 #: The scores, in the order of the ``method`` buffer's codes.
-OOD_METHODS = ("max_softmax", "energy", "mahalanobis")
+OOD_METHODS = ("max_softmax", "energy", "mahalanobis", "mahalanobis_normalized")
 #: Added to the shared covariance, times its mean variance, before it is inverted: features that never vary on the
 #: training digits (a ReLU that never fires) make the covariance singular. An input that moves them is far.
-COVARIANCE_RIDGE = 1e-4
+COVARIANCE_RIDGE = 1e-3
 
 
 def max_softmax_score(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
@@ -43,10 +47,43 @@ def energy_score(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
 
 def mahalanobis_score(features: Tensor, class_means: Tensor, whitening: Tensor) -> Tensor:
     """``min_c |(f - mu_c) W|^2 / D``: the squared Mahalanobis distance to the nearest class mean, per feature."""
-    z = features @ whitening
-    centres = class_means @ whitening
-    distances = (z[:, None, :] - centres[None, :, :]).pow(2).sum(dim=2)
-    return distances.amin(dim=1) / features.shape[1]
+    # The differences first, then W: whitening f and mu_c apart would subtract two large numbers where W is large.
+    whitened = (features[:, None, :] - class_means[None, :, :]) @ whitening
+    return whitened.pow(2).sum(dim=2).amin(dim=1) / features.shape[1]
+
+
+def uses_features(method: str) -> bool:
+    """Whether ``method`` reads the penultimate features (and fitted statistics), not only the logits."""
+    return method.startswith("mahalanobis")
+
+
+def unit_length(features: Tensor) -> Tensor:
+    """Each row scaled to unit Euclidean length (a zero row stays zero)."""
+    return features / torch.linalg.vector_norm(features, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def ood_score(
+    method: str,
+    logits: Tensor,
+    features: Tensor | None,
+    temperature: float | Tensor = 1.0,
+    class_means: Tensor | None = None,
+    whitening: Tensor | None = None,
+) -> Tensor:
+    """The score (N,) that ``method`` gives each input, from its raw ``logits``, its penultimate ``features`` and,
+    for the feature scores, the fitted statistics. ``method`` is a plain string, so that an exported graph holds the
+    one score it names."""
+    if method == "max_softmax":
+        return max_softmax_score(logits, temperature)
+    if method == "energy":
+        return energy_score(logits, temperature)
+    if method not in OOD_METHODS:
+        raise ValueError(f"unknown OOD method {method!r}; choose one of {', '.join(OOD_METHODS)}")
+    if features is None or class_means is None or whitening is None:
+        raise ValueError(f"the {method} score needs the penultimate features and the fitted statistics")
+    if method == "mahalanobis_normalized":
+        features = unit_length(features)
+    return mahalanobis_score(features, class_means, whitening)
 
 
 def mahalanobis_statistics(
@@ -77,9 +114,10 @@ class OODScorer(nn.Module):
     """The out-of-distribution score a network was fitted with, and its threshold, as buffers (saved in checkpoints).
 
     Buffers: ``method`` (an index into :data:`OOD_METHODS`), ``threshold`` (an input scoring above it is "not a
-    digit"; ``inf`` until fitted: never), ``class_means`` (C x D) and ``whitening`` (D x D) for ``mahalanobis`` (zeros
-    otherwise). Unfitted, it scores ``max_softmax``, which needs nothing fitted, and calls nothing "not a digit";
-    checkpoints saved before it existed load so.
+    digit"; ``inf`` until fitted: never), ``class_means`` (C x D) and ``whitening`` (D x D) for the Mahalanobis
+    scores (zeros otherwise; for ``mahalanobis_normalized``, those of the unit-length features). Unfitted, it scores
+    ``max_softmax``, which needs nothing fitted, and calls nothing "not a digit"; checkpoints saved before it existed
+    load so.
 
     Args:
         feature_dim: D, the width of the network's penultimate features (0 when it has none to offer).
@@ -112,19 +150,12 @@ class OODScorer(nn.Module):
     @property
     def needs_features(self) -> bool:
         """Whether the score reads the penultimate features (else only the logits)."""
-        return self.method_name == "mahalanobis"
+        return uses_features(self.method_name)
 
     def forward(self, logits: Tensor, features: Tensor | None, temperature: float | Tensor = 1.0) -> Tensor:
         """The score (N,) of each input, from its raw ``logits`` (N x C), penultimate ``features`` (N x D; only
-        ``mahalanobis`` reads them) and the network's ``temperature``."""
-        method = self.method_name
-        if method == "max_softmax":
-            return max_softmax_score(logits, temperature)
-        if method == "energy":
-            return energy_score(logits, temperature)
-        if features is None:
-            raise ValueError("the mahalanobis score needs the penultimate features")
-        return mahalanobis_score(features, self.class_means, self.whitening)
+        the Mahalanobis scores read them) and the network's ``temperature``."""
+        return ood_score(self.method_name, logits, features, temperature, self.class_means, self.whitening)
 
     def not_digit(self, scores: Tensor) -> Tensor:
         """Which scores are above the threshold: "not a digit" (none until fitted)."""
@@ -138,12 +169,12 @@ class OODScorer(nn.Module):
         class_means: Tensor | None = None,
         whitening: Tensor | None = None,
     ) -> None:
-        """Store a fitted score: its method, threshold and (``mahalanobis``) statistics, in place."""
+        """Store a fitted score: its method, threshold and (Mahalanobis) statistics, in place."""
         if method not in OOD_METHODS:
             raise ValueError(f"unknown OOD method {method!r}; choose one of {', '.join(OOD_METHODS)}")
-        if method == "mahalanobis":
+        if uses_features(method):
             if class_means is None or whitening is None:
-                raise ValueError("the mahalanobis score needs the class means and the whitening matrix")
+                raise ValueError(f"the {method} score needs the class means and the whitening matrix")
             if class_means.shape != self.class_means.shape or whitening.shape != self.whitening.shape:
                 raise ValueError(
                     f"statistics of shape {tuple(class_means.shape)} and {tuple(whitening.shape)} do not fit this "

@@ -5,17 +5,20 @@ Scores follow the convention of :mod:`mnist_lit.models.ood`: higher means less l
 take the digits (in-distribution) as the positives, as Hendrycks and Gimpel (2017) and the OOD literature after them
 do, so that "FPR at 95% TPR" reads: when 95% of the digits are kept as digits, the share of the non-digits that are
 also taken for digits. AUROC is the same whichever side is called positive. Both come from torchmetrics
-(``BinaryAUROC``, ``BinaryROC``, exact: no thresholds binned).
+(``BinaryAUROC``, ``BinaryROC``, exact: no thresholds binned), imported by the functions that use them: the
+threshold functions are plain numpy, so that ``classify`` with an ONNX file never imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from matplotlib.figure import Figure
-from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
 
 #: Share of the validation digits the default "not a digit" threshold keeps as digits.
 DEFAULT_OOD_KEEP = 0.99
@@ -62,6 +65,8 @@ def _as_binary(digit_scores: np.ndarray, other_scores: np.ndarray) -> tuple[torc
     scores = np.concatenate([digits, others])
     if not np.isfinite(scores).all():
         raise ValueError("the scores are not all finite")
+    import torch
+
     distinct, rank = np.unique(-scores, return_inverse=True)
     preds = torch.as_tensor(rank / max(len(distinct) - 1, 1), dtype=torch.float64)
     target = torch.cat([torch.ones(digits.size, dtype=torch.long), torch.zeros(others.size, dtype=torch.long)])
@@ -71,6 +76,8 @@ def _as_binary(digit_scores: np.ndarray, other_scores: np.ndarray) -> tuple[torc
 def auroc(digit_scores: np.ndarray, other_scores: np.ndarray) -> float:
     """The area under the ROC curve of telling ``digit_scores`` from ``other_scores`` (1: perfectly apart, 0.5:
     chance): the probability that a random non-digit scores higher than a random digit (ties count half)."""
+    from torchmetrics.functional.classification import binary_auroc
+
     preds, target, _ = _as_binary(digit_scores, other_scores)
     return float(binary_auroc(preds, target))
 
@@ -79,6 +86,8 @@ def roc_curve(digit_scores: np.ndarray, other_scores: np.ndarray) -> tuple[np.nd
     """The ROC curve: false-positive rates (non-digits taken for digits), true-positive rates (digits kept), and the
     score thresholds at which they hold (an input whose score is at most the threshold is kept; the first point,
     nothing kept, has ``-inf``), from torchmetrics' ``binary_roc``."""
+    from torchmetrics.functional.classification import binary_roc
+
     preds, target, distinct = _as_binary(digit_scores, other_scores)
     fpr, tpr, thresholds = binary_roc(preds, target)
     index = np.rint(thresholds.numpy() * max(len(distinct) - 1, 1)).astype(np.int64)
@@ -116,6 +125,8 @@ def roc_figure(
 ) -> Figure:
     """ROC curves, one per entry ``name -> (digit_scores, other_scores)``, each labelled with its AUROC and FPR at
     95% TPR; the 95% TPR level is drawn as a dotted line. The x axis is the share of non-digits taken for digits."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
     for name, (digits, others) in curves.items():

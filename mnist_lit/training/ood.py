@@ -1,7 +1,7 @@
 """Fitting the out-of-distribution score after training: its statistics on the training images, its "not a digit"
 threshold on the validation digits.
 
-The ``mahalanobis`` score's class means and shared covariance come from the penultimate features of the training
+The Mahalanobis scores' class means and shared covariance come from the penultimate features of the training
 images (not augmented, in eval mode: as the network sees inputs after training); the threshold, for every method, is
 the score that keeps ``keep`` (99% by default) of the validation digits as digits. Refused where the validation split
 is the test set: a threshold chosen there makes the test's "not a digit" rate a number about data the fit has seen.
@@ -20,7 +20,7 @@ from torch import Tensor
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.models.base import MNISTClassifier
-from mnist_lit.models.ood import OOD_METHODS, mahalanobis_statistics
+from mnist_lit.models.ood import OOD_METHODS, mahalanobis_statistics, unit_length, uses_features
 from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP, keep_threshold
 
 
@@ -99,9 +99,11 @@ def fit_ood(
         raise OODFitError(f"keep {keep}: a share of the validation digits, in (0, 1].")
     scorer = model.ood
     train_images = 0
-    if method == "mahalanobis":
+    if uses_features(method):
         _, train_features, train_labels = split_outputs(model, datamodule, "train")
         digits = (train_labels >= 0) & (train_labels < 10)
+        if method == "mahalanobis_normalized":
+            train_features = unit_length(train_features)
         means, whitening = mahalanobis_statistics(train_features[digits], train_labels[digits])
         scorer.set(method, float("inf"), means.to(scorer.class_means), whitening.to(scorer.whitening))
         train_images = int(digits.sum())
