@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "ONNX contract: input 'image', float32 (N, 1, 28, 28), N dynamic, raw pixel values 0-255, light digit on "
-            "dark; output 'probabilities', float32 (N, 10). The normalization is inside the graph. Keras files take "
+            "dark; outputs 'probabilities', float32 (N, 10), and 'ood_score', float32 (N,) (higher: less like a "
+            "digit; metadata ood_method, ood_threshold). The normalization is inside the graph. Keras files take "
             "pixels / 255, channels last (N, 28, 28, 1), as the notebooks' models did."
         ),
     )
