@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,19 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
     probabilities, scores = old.predict(pixels)
     assert not old.has_score and old.ood_method == "max_softmax" and old.ood_threshold is None
     np.testing.assert_array_equal(scores, -probabilities.max(axis=1))
+
+
+def test_a_keras_export_says_it_cannot_carry_the_score(
+    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
+    pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    from mnist_lit.cli.lightning_cli import main
+
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.keras"), "--data_dir", "nowhere"])
+    out = capsys.readouterr().out
+    threshold = float(load_trained_network(ckpt).model.ood.threshold)
+    assert f"cannot carry the OOD score (mahalanobis) nor its threshold ({threshold:.4g})" in out
+    assert (tmp_path / "m.keras").is_file()
