@@ -186,6 +186,10 @@ def test_fitting_the_score_on_the_test_set_is_refused(capsys: pytest.CaptureFixt
     assert exit_code(["fit", "--config", COMPACT, "--ood.method", "energy", *QUIET]) == 1
     err = capsys.readouterr().err
     assert "--ood.method" in err and "validates on the test set" in err and not Path("lightning_logs").exists()
+    assert (
+        exit_code(["fit", "--config", COMPACT, "--ood.method", "energy", "--ood.keep", "1.5", *HELD_OUT, *QUIET]) == 1
+    )
+    assert "--ood.keep 1.5: a share of the validation digits" in capsys.readouterr().err
 
 
 def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
