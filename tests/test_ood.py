@@ -367,3 +367,19 @@ def test_a_keras_export_says_it_cannot_carry_the_score(
     threshold = float(load_trained_network(ckpt).model.ood.threshold)
     assert f"cannot carry the OOD score (mahalanobis) nor its threshold ({threshold:.4g})" in out
     assert (tmp_path / "m.keras").is_file()
+
+
+def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: dict, tmp_path: Path) -> None:
+    from mnist_lit.cli.lightning_cli import main
+
+    checkpoint = torch.load(ood_run["run"] / "checkpoints" / "calibrated.ckpt", map_location="cpu", weights_only=True)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ood.")}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    np.save(tmp_path / "inputs.npy", odd_and_digits())
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.predict_path",
+          str(tmp_path / "inputs.npy"), *QUIET, "--predict_figure", "false"])  # fmt: skip
+    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    assert rows and all(row["not_digit"] == "0" for row in rows)  # loaded through Lightning's own strict load
+    np.testing.assert_allclose(
+        [float(r["ood_score"]) for r in rows], [-float(r["probability"]) for r in rows], atol=1e-6
+    )
