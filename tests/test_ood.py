@@ -255,10 +255,11 @@ def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
     images = odd_and_digits()
     np.save(tmp_path / "inputs.npy", images)
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "inputs.npy"),
-          "--data.predict_invert", "never", *QUIET, "--predict_figure", "false"])  # fmt: skip
+          "--data.predict_invert", "never", *QUIET, "--predict_figure", "true"])  # fmt: skip
     printed = capsys.readouterr().out
     rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
     assert list(rows[0])[4:7] == ["unsure", "not_digit", "ood_score"] and len(rows) == len(images)
+    assert (runs("compact")[-1] / "figures" / "predictions.png").stat().st_size > 5000  # titled "not a digit" too
     seen = load_predict_inputs(str(tmp_path / "inputs.npy"), "never").images  # what predict prepared
     _, expected = runner.predict(seen[:, None].astype(np.float32))
     scores = np.array([float(row["ood_score"]) for row in rows])
