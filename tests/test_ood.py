@@ -384,3 +384,12 @@ def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: di
     np.testing.assert_allclose(
         [float(r["ood_score"]) for r in rows], [-float(r["probability"]) for r in rows], atol=1e-6
     )
+
+
+def test_fit_fits_the_score_alone_without_a_temperature(tiny_mnist) -> None:
+    from mnist_lit.cli import main
+
+    main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, *HELD_OUT, "--ood.method", "energy",
+          "--test_after_fit", "false"])  # fmt: skip
+    model = load_trained_network(runs("compact")[-1] / "checkpoints" / "calibrated.ckpt").model
+    assert model.ood.method_name == "energy" and model.ood.fitted and float(model.temperature) == 1.0
