@@ -299,8 +299,20 @@ def test_serve_answers_not_digit_and_the_score(ood_run: dict) -> None:
         assert answer["ood_method"] == "mahalanobis" and answer["ood_threshold"] == pytest.approx(runner.ood_threshold)
 
 
+@pytest.fixture(scope="module")
+def ood_onnx(ood_run: dict) -> Path:
+    """The calibrated checkpoint of :func:`ood_run`, exported to ONNX by ``export`` (which checks it)."""
+    pytest.importorskip("onnxruntime")
+    from mnist_lit.cli import main
+
+    path = ood_run["root"] / "m.onnx"
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(path), "--data_dir", "nowhere"])
+    return path
+
+
 def test_the_onnx_export_carries_the_score_and_its_threshold(
-    ood_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ood_run: dict, ood_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
     monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
@@ -309,8 +321,7 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     from mnist_lit.inference.torch_runner import TorchRunner
 
     ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
-    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"])
-    onnx, checkpoint = OnnxRunner(tmp_path / "m.onnx"), TorchRunner(ckpt)
+    onnx, checkpoint = OnnxRunner(ood_onnx), TorchRunner(ckpt)
     assert onnx.has_score and onnx.ood_method == "mahalanobis"
     assert onnx.ood_threshold == pytest.approx(checkpoint.ood_threshold, rel=1e-7)
     images = odd_and_digits()
@@ -320,14 +331,14 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     assert np.abs(p_onnx - p_torch).max() <= 1e-5
     assert (np.abs(s_onnx - s_torch) / np.maximum(1.0, np.abs(s_torch))).max() <= 1e-5
     assert np.array_equal(s_onnx > onnx.ood_threshold, s_torch > checkpoint.ood_threshold)  # the same verdicts
-    main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "m.onnx"), "--data.data_dir",
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(ood_onnx), "--data.data_dir",
           str(ood_run["data"]), *QUIET, "--predict_figure", "false"])  # fmt: skip
     rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
     assert rows and {"not_digit", "ood_score"} <= set(rows[0])
 
 
 def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_softmax(
-    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ood_run: dict, ood_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     onnx = pytest.importorskip("onnx")
     from mnist_lit.inference.onnx_runner import OnnxRunner
@@ -341,10 +352,7 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
         args = ["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"]
         assert exit_code(args) == 1
     assert "OOD score (mahalanobis)" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
-    from mnist_lit.cli import main
-
-    main(args)
-    model = onnx.load(str(tmp_path / "m.onnx"))
+    model = onnx.load(str(ood_onnx))
     del model.graph.output[1]  # as exported before the score existed
     onnx.save(model, str(tmp_path / "old.onnx"))
     old = OnnxRunner(tmp_path / "old.onnx")
