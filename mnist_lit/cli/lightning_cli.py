@@ -41,12 +41,6 @@ OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "calibrate": (bool, False, "For `fit`: after training, fit a temperature and the 'not sure' threshold on the "
                   "validation split (refused when it is the test set), save them in checkpoints/calibrated.ckpt, then "
                   "test with them."),
-    "ood.method": (Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None, None,
-                   "For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
-                   "training images, threshold on the validation split; refused when it is the test set) and save it "
-                   "in checkpoints/calibrated.ckpt."),  # the names of mnist_lit.models.ood.OOD_METHODS
-    "ood.keep": (float, 0.99, "For `fit` with --ood.method: the share of validation digits the 'not a digit' "
-                 "threshold keeps."),
     "unsure_threshold": (float | None, None, "For `predict`: mark answers whose top probability is under this as "
                          "'not sure' (default: the checkpoint's own threshold, from `calibrate`; 0: never)."),
     "explain": (ExplainMethod | None, None, "For `predict`: also save, per input, the image beside an attribution "
@@ -99,6 +93,20 @@ class MNISTLitCLI(LightningCLI):
             parser.add_class_arguments(callback, key, fail_untyped=False, instantiate=True, sub_configs=True)
         for name, (kind, default, help) in OPTIONS.items():
             parser.add_argument(f"--{name}", type=kind, default=default, help=help)
+        parser.add_argument(
+            "--ood.method",
+            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,  # OOD_METHODS
+            default=None,
+            help="For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
+            "training images, threshold on the validation split; refused when it is the test set) and save it in "
+            "checkpoints/calibrated.ckpt.",
+        )
+        parser.add_argument(
+            "--ood.keep",
+            type=float,
+            default=0.99,
+            help="For `fit` with --ood.method: the share of validation digits the 'not a digit' threshold keeps.",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then check ``--ckpt_path`` before Lightning reads it (and would fail with a traceback)."""
@@ -175,14 +183,16 @@ class MNISTLitCLI(LightningCLI):
                     raise UserError(_ONNX_EXPLAIN.format(path=self.onnx_path))
 
     def after_fit(self) -> None:
-        """With ``--calibrate``, fit the temperature and threshold, with ``--ood.method`` the OOD score; then evaluate
-        on the test set right after training, as the notebooks do, unless switched off."""
+        """With ``--calibrate``, fit the temperature and threshold; then evaluate on the test set right after training,
+        as the notebooks do, unless switched off."""
         if self.trainer.interrupted:
             return
         ood = self.config.fit.get("ood") or {}
         if self.config.fit.get("calibrate") or ood.get("method"):
-            temperature = bool(self.config.fit.get("calibrate"))
-            save_calibrated(self.trainer, self.model, self.datamodule, temperature, ood.get("method"), ood.get("keep"))
+            save_calibrated(
+                self.trainer, self.model, self.datamodule, temperature=bool(self.config.fit.get("calibrate")),
+                ood_method=ood.get("method"), ood_keep=ood.get("keep", 0.99),
+            )  # fmt: skip
         if self.config.fit.get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)
 

@@ -153,18 +153,17 @@ def save_calibrated(
     datamodule: MNISTDataModule,
     temperature: bool = True,
     ood_method: str | None = None,
-    ood_keep: float | None = None,
+    ood_keep: float = DEFAULT_OOD_KEEP,
 ) -> Path | None:
-    """``fit --calibrate`` and ``--ood.method``: temperature scaling on the validation split (``temperature``), then
-    the OOD score (``ood_method``, :func:`~mnist_lit.training.ood.fit_ood`), kept in ``model`` (for the test that
-    follows) and saved as ``checkpoints/calibrated.ckpt`` (a free name) beside the run's other checkpoints, if it has
-    any."""
+    """``fit --calibrate`` and ``fit --ood.method``: temperature scaling on the validation split, then the OOD score
+    (its statistics and threshold, which read the temperature), kept in ``model`` (for the test that follows) and
+    saved as ``checkpoints/calibrated.ckpt`` (a free name) beside the run's other checkpoints, if it has any."""
     if temperature:
         result = calibrate(model, datamodule)
         model.calibration_fit = result.as_dict()
         rank_zero_info(result.summary())
     if ood_method:
-        ood = fit_ood(model, datamodule, ood_method, DEFAULT_OOD_KEEP if ood_keep is None else ood_keep)
+        ood = fit_ood(model, datamodule, ood_method, ood_keep)
         model.ood_fit = ood.as_dict()
         rank_zero_info(ood.summary())
     checkpoint = trainer.checkpoint_callback
