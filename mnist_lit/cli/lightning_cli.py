@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
+from mnist_lit.cli.preflight import check_run_environment
 from mnist_lit.cli.registry import COMMANDS, configure_logging, run_command
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import CheckpointError, UserError
@@ -121,6 +122,7 @@ class MNISTLitCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             options = self.config[subcommand]
+            check_run_environment(options, subcommand)  # the accelerator, the folders it writes: one message each
             checkpoint = check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
             if subcommand == "fit" and options.get("ckpt_path"):
                 prepare_resume(options, checkpoint)
