@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mnist_lit.cli.preflight import check_mnist_folder
 from mnist_lit.cli.writable import check_writable_file
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
@@ -101,6 +102,7 @@ def main(argv: list[str]) -> None:
         check_writable_file("--json", args.json)
     checkpoint = read_checkpoint(ckpt_path)
     datamodule = datamodule_for(checkpoint, args.data_dir)
+    check_mnist_folder("--data_dir" if args.data_dir else "the checkpoint's data_dir (--data_dir)", datamodule.data_dir)
     check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
     trained = network_from_checkpoint(checkpoint, ckpt_path)
     datamodule.prepare_data()

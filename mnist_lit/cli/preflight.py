@@ -68,14 +68,19 @@ def check_data_dir(data: Any, subcommand: str) -> None:
     data_dir = data.get("init_args", data).get("data_dir") if isinstance(data, Namespace) else None
     if data_dir is None or (subcommand == "predict" and data.get("predict_path")):
         return
+    check_mnist_folder("--data.data_dir", data_dir)
+
+
+def check_mnist_folder(option: str, data_dir: str | Path) -> None:
+    """A data folder the MNIST files must be fetched into (not all four are there) that cannot be written."""
     raw = Path(data_dir) / "MNIST" / "raw"
     if all((raw / spec.filename).is_file() for spec in files.MNIST_FILES):
         return
     problem = unwritable_reason(raw)
     if problem:
         raise UserError(
-            f"--data.data_dir {data_dir}: the MNIST files are fetched into {raw}, but {problem}. Give a folder you "
-            "can write to, or one whose MNIST/raw/ holds the four files."
+            f"{option} {data_dir}: the MNIST files are fetched into {raw}, but {problem}. Give a folder you can "
+            "write to, or one whose MNIST/raw/ holds the four files."
         )
 
 
