@@ -111,8 +111,14 @@ def test_tune_and_sweep_folders_that_cannot_be_made_are_one_message(tiny_mnist: 
     assert f"--study_dir {folder}: it cannot be made: a_file is not a folder" in err
     err = refused(["sweep", "--sweep_dir", str(folder)], capsys)
     assert f"--sweep_dir {folder}: it cannot be made" in err
-    err = refused(["sweep", *fast, "--seeds", "1", "--trainer.logger.init_args.save_dir", str(folder)], capsys)
+    save_dir = ["--trainer.logger.init_args.save_dir", str(folder)]
+    err = refused(["sweep", *fast, "--seeds", "1", *save_dir], capsys)
     assert f"--trainer.logger.init_args.save_dir {folder}: it cannot be made" in err
+    err = refused(["tune", *fast, "--search", str(search), "--trials", "1", *save_dir], capsys)  # its study folder
+    assert f"--trainer.logger.init_args.save_dir {folder}: it cannot be made" in err
+    assert refused(["sweep", *fast, "--seeds", "1", "--data.data_dir", f"{folder}/data"], capsys).startswith(
+        f"error: --data.data_dir {folder}/data: the MNIST files are fetched into"
+    )
     assert not Path("lightning_logs").exists()
 
 

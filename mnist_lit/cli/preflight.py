@@ -23,16 +23,19 @@ from mnist_lit.errors import UserError
 from mnist_lit.utils.folders import unwritable_reason
 
 
-def check_run_environment(options: Namespace, subcommand: str = "fit") -> None:
+def check_run_environment(options: Namespace, subcommand: str = "fit", logs_elsewhere: bool = False) -> None:
     """Raise a :class:`UserError` for an accelerator this machine lacks or a folder the run cannot write.
 
-    ``options`` is one subcommand's configuration (``trainer``, ``data``, ...), as ``fit``'s parser makes it.
+    ``options`` is one subcommand's configuration (``trainer``, ``data``, ...), as ``fit``'s parser makes it. With
+    ``logs_elsewhere`` the loggers' ``save_dir`` is not checked: ``sweep`` and ``tune`` put each run in a folder of
+    their own, which they check themselves.
     """
     trainer = options.get("trainer") or Namespace()
     check_accelerator(trainer.get("accelerator"))
     check_data_dir(options.get("data"), subcommand)
     for option, folder in folders_written(trainer):
-        check_writable(option, folder)
+        if not (logs_elsewhere and option.endswith("save_dir")):
+            check_writable(option, folder)
 
 
 def check_accelerator(accelerator: Any) -> None:

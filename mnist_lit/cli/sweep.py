@@ -51,12 +51,11 @@ def main(argv: list[str]) -> None:
         configs, seeds, rows = args.config, parse_seeds(args.seeds), []
         folder = None
     fit = FitConfig(configs, fit_options)
-    check_run_environment(fit.config)  # the data folder, the accelerator: before the first seed, not in each
+    check_run_environment(fit.config, logs_elsewhere=True)  # before the first seed: the data folder, the GPU
     logger = fit.logger_args()
     if folder is None:
-        parent = Path(logger.save_dir) / (logger.get("name") or "")
-        check_writable("--trainer.logger.init_args.save_dir (where sweeps go)", parent)
-        folder = new_sweep_folder(parent)
+        check_writable("--trainer.logger.init_args.save_dir", logger.save_dir)  # where new sweeps go
+        folder = new_sweep_folder(Path(logger.save_dir) / (logger.get("name") or ""))
     print(f"Sweep folder: {folder}", flush=True)
     write_summary(folder, build_summary(configs, fit_options, seeds, rows))
     done = {r["seed"] for r in rows}

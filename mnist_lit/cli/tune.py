@@ -77,10 +77,12 @@ def main(argv: list[str]) -> None:
         space = load_search_space(args.search, fit.has, fit.refusal)
     except SearchSpaceError as err:
         p.error(str(err))  # exit status 2, as for any bad option, before anything runs
-    check_run_environment(fit.config)  # the data folder, the accelerator: before the first trial, not in each
+    check_run_environment(fit.config, logs_elsewhere=True)  # before the first trial: the data folder, the GPU
     logger = fit.logger_args()
     name = args.study_name or logger.get("name") or Path(args.config[-1]).stem
     folder = args.study_dir or Path(logger.save_dir) / (logger.get("name") or "") / f"study_{name}"
+    if args.study_dir is None:
+        check_writable("--trainer.logger.init_args.save_dir", logger.save_dir)  # where the study folder goes
     check_writable("--study_dir" if args.study_dir else "the study folder (--study_dir)", folder)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(args.storage) if args.storage else f"sqlite:///{(folder / 'study.db').resolve()}"
