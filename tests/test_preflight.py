@@ -100,6 +100,8 @@ def test_a_checkpoint_folder_that_cannot_be_made_names_the_callback(capsys) -> N
     )
     err = refused([*COMPACT, "--config", str(extra)], capsys)
     assert f"--trainer.callbacks ModelCheckpoint's dirpath {folder}: it cannot be made" in err
+    err = refused([*COMPACT, "--checkpoint.dirpath", str(folder)], capsys)  # the checkpoint every run has
+    assert f"--checkpoint.dirpath {folder}: it cannot be made" in err
 
 
 def test_tune_and_sweep_folders_that_cannot_be_made_are_one_message(tiny_mnist: TinyMNIST, capsys) -> None:

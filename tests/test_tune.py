@@ -26,10 +26,10 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from mnist_lit.cli.lightning_cli import main
-from mnist_lit.cli.tune import parser as tune_parser
+from mnist_lit.cli import main
+from mnist_lit.cli.tune import build_parser as tune_parser
 from mnist_lit.errors import UserError
-from mnist_lit.experiments.search_space import SearchSpace, load_search_space
+from mnist_lit.experiments.search_space import load_search_space
 from mnist_lit.experiments.storage import storage_url
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST
@@ -47,11 +47,11 @@ params:
 STUDY = Path("lightning_logs/fast/study_fast")
 #: ``python -m mnist_lit`` in a child process, with the tiny files of the test's own folder (``data``) accepted.
 WORKER = (
-    "from mnist_lit.data import files\n"
+    "from mnist_lit.data import idx\n"
     "from tests.helpers import tiny_specs\n"
-    "files.MNIST_FILES = tiny_specs('data')\n"
-    "from mnist_lit.cli.dispatch import main\n"
-    "main()\n"
+    "idx.MNIST_FILES = tiny_specs('data')\n"
+    "from mnist_lit.cli.dispatch import entry_point\n"
+    "entry_point()\n"
 )
 
 
@@ -297,9 +297,7 @@ def test_a_plain_postgresql_url_gets_the_installed_driver_or_says_what_to_instal
 
 def test_each_worker_samples_with_the_search_files_seed_plus_its_number() -> None:
     def sampler(text: str, worker: int) -> optuna.samplers.BaseSampler:
-        return SearchSpace.make_sampler(
-            load_search_space(search_file(text), lambda key: True, lambda k, v: None), worker
-        )
+        return load_search_space(search_file(text), lambda key: True, lambda k, v: None).make_sampler(worker)
 
     def first_draws(made: optuna.samplers.BaseSampler) -> list[float]:
         study = optuna.create_study(sampler=made)

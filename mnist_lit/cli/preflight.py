@@ -18,7 +18,7 @@ import torch
 from jsonargparse import Namespace
 
 from mnist_lit.cli.writable import check_writable
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from mnist_lit.errors import UserError
 from mnist_lit.utils.folders import unwritable_reason
 
@@ -33,7 +33,7 @@ def check_run_environment(options: Namespace, subcommand: str = "fit", logs_else
     trainer = options.get("trainer") or Namespace()
     check_accelerator(trainer.get("accelerator"))
     check_data_dir(options.get("data"), subcommand)
-    for option, folder in folders_written(trainer):
+    for option, folder in folders_written(trainer, options.get("checkpoint")):
         if not (logs_elsewhere and option.endswith("save_dir")):
             check_writable(option, folder)
 
@@ -77,7 +77,7 @@ def check_data_dir(data: Any, subcommand: str) -> None:
 def check_mnist_folder(option: str, data_dir: str | Path) -> None:
     """A data folder the MNIST files must be fetched into (not all four are there) that cannot be written."""
     raw = Path(data_dir) / "MNIST" / "raw"
-    if all((raw / spec.filename).is_file() for spec in files.MNIST_FILES):
+    if all((raw / spec.filename).is_file() for spec in idx.MNIST_FILES):
         return
     problem = unwritable_reason(raw)
     if problem:
@@ -87,9 +87,9 @@ def check_mnist_folder(option: str, data_dir: str | Path) -> None:
         )
 
 
-def folders_written(trainer: Namespace) -> Iterator[tuple[str, str]]:
-    """Each (option, folder) the Trainer will write into: ``default_root_dir``, each logger's ``save_dir``, each
-    callback's ``dirpath`` (ModelCheckpoint's)."""
+def folders_written(trainer: Namespace, checkpoint: Any = None) -> Iterator[tuple[str, str]]:
+    """Each (option, folder) the Trainer will write into: ``default_root_dir``, each logger's ``save_dir``, the run
+    checkpoint's ``dirpath`` (``checkpoint``: its options) and each listed callback's (a ModelCheckpoint's)."""
     if trainer.get("default_root_dir"):
         yield "--trainer.default_root_dir", str(trainer.default_root_dir)
     loggers = trainer.get("logger")
@@ -99,6 +99,8 @@ def folders_written(trainer: Namespace) -> Iterator[tuple[str, str]]:
         if save_dir and "://" not in save_dir and not save_dir.startswith("file:"):
             option = "--trainer.logger.init_args.save_dir" if len(loggers) == 1 else f"{_name(logger)}'s save_dir"
             yield option, save_dir
+    if isinstance(checkpoint, Namespace) and checkpoint.get("dirpath"):
+        yield "--checkpoint.dirpath", str(checkpoint.dirpath)
     callbacks = trainer.get("callbacks")
     for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
         dirpath = _init_arg(callback, "dirpath")
