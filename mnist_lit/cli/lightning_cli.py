@@ -62,6 +62,8 @@ class MNISTLitCLI(LightningCLI):
 
     #: ``predict --ckpt_path model.onnx``: the exported model, which ONNX Runtime runs (after_instantiate_classes)
     onnx_path: str | None = None
+    #: ``predict --ckpt_path DIR/``: a model folder, whose weights are loaded into the configured network
+    folder_path: str | None = None
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """The parser, without abbreviations: argparse would take --trainer.max_epoch for --trainer.max_epochs."""
@@ -130,6 +132,8 @@ class MNISTLitCLI(LightningCLI):
                 raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
                 self.onnx_path, options.ckpt_path = options.ckpt_path, None
+            if subcommand == "predict" and is_model_folder_path(options.get("ckpt_path")):  # not a torch.load file
+                self.folder_path, options.ckpt_path = options.ckpt_path, None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, writing checkpoints atomically, with a progress bar that redraws every
@@ -190,11 +194,16 @@ class MNISTLitCLI(LightningCLI):
 
             self.model = OnnxPredictor.for_config(self.onnx_path, configured=type(self.model))
             self.config_init.predict.ckpt_path = None
+        if self.folder_path:
+            from mnist_lit.interop.model_folder import load_folder_into
+
+            self.datamodule.normalization = load_folder_into(self.model, self.folder_path)
+            self.config_init.predict.ckpt_path = None
 
     def before_instantiate_classes(self) -> None:
         """Put an ``.onnx`` ``--ckpt_path`` back into the config, so the run folder's config.yaml records it."""
-        if self.onnx_path:
-            self.config.predict.ckpt_path = self.onnx_path
+        if self.onnx_path or self.folder_path:
+            self.config.predict.ckpt_path = self.onnx_path or self.folder_path
 
     def after_fit(self) -> None:
         """With ``--calibrate``, fit the temperature and threshold; then evaluate on the test set right after training,
@@ -225,6 +234,11 @@ class MNISTLitCLI(LightningCLI):
         path = self.trainer.strategy.broadcast(path)
         self.trainer.save_checkpoint(path)
         rank_zero_info(f"Wrote {path}")
+
+
+def is_model_folder_path(ckpt_path: Any) -> bool:
+    """Whether ``--ckpt_path`` names a folder (a model folder, written by ``export --output DIR/``)."""
+    return bool(ckpt_path) and "://" not in str(ckpt_path) and Path(str(ckpt_path)).is_dir()
 
 
 def is_onnx(ckpt_path: Any) -> bool:
@@ -322,6 +336,12 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Any) 
         if subcommand != "predict":
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path}: an ONNX model can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
+            )
+        return None
+    if is_model_folder_path(ckpt_path):  # a model folder: `predict` loads it (see after_instantiate_classes)
+        if subcommand != "predict":
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: a model folder can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
             )
         return None
     if str(ckpt_path) in SPECIAL_CKPT_PATHS:
