@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_lit.callbacks.mlflow_tracking import MLflowTracking
 from mnist_lit.callbacks.outputs import run_dir_or_warn
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
@@ -110,6 +111,13 @@ class MNISTLitCLI(LightningCLI):
             "gradients, saliency, gradcam) in figures/explanations/. Checkpoints only: ONNX has no gradients.",
         )
         parser.add_argument(
+            "--mlflow",
+            type=MLflowTracking | None,
+            default=None,
+            help="Log to MLflow too (configs/mlflow.yaml sets it): params, metrics, metrics.json, figures and the best "
+            "checkpoint, to --mlflow.tracking_uri or a local mlruns/ beside lightning_logs/.",
+        )
+        parser.add_argument(
             "--predict_figure",
             type=bool | None,
             default=None,
@@ -151,6 +159,9 @@ class MNISTLitCLI(LightningCLI):
             kwargs.setdefault("callbacks", [*callbacks, default_progress_bar()])
         if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        tracking = self.config_init.get(f"{prefix}mlflow")
+        if tracking is not None:  # the overlay's tracker, beside the config's callbacks (it cannot append to them)
+            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), tracking]
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:

@@ -57,7 +57,6 @@ def eval_results(metrics: dict[str, Any], model_name: str) -> list[EvalResult]:
                     metric_type=metric_type,
                     metric_name=metric_name,
                     metric_value=float(value),
-                    source_name=f"{model_name} metrics.json",
                 )  # fmt: skip
             )
     return results
