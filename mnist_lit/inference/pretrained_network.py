@@ -190,13 +190,35 @@ class PretrainedNetwork(
         return float(value) if isinstance(value, Tensor) and value.numel() == 1 else math.nan
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PretrainedNetwork:
+        """The mixin's ``from_pretrained``, a local folder checked against SHA256SUMS before any of it is read."""
+        if Path(pretrained_model_name_or_path).is_dir():
+            verify_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def _from_pretrained(
-        cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs: Any
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **kwargs: Any,
     ) -> PretrainedNetwork:
-        """The mixin's loader, for a local folder: check it against SHA256SUMS, then load the weights strictly, and
-        check the config's buffer values against them. A Hub id goes to the mixin's own download."""
+        """The mixin's loader: a Hub id is downloaded whole first; the folder is checked against SHA256SUMS, the
+        weights loaded strictly, and the config's buffer values checked against them."""
         if not Path(model_id).is_dir():
-            return super()._from_pretrained(model_id=model_id, map_location=map_location, strict=strict, **kwargs)
+            from huggingface_hub import snapshot_download
+
+            model_id = snapshot_download(
+                repo_id=model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                local_files_only=local_files_only, token=token,
+            )  # fmt: skip
         from safetensors.torch import load_model
 
         folder = verify_folder(model_id)

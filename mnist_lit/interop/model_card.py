@@ -86,7 +86,9 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def card_text(network: PretrainedNetwork, metrics: dict[str, Any] | None, metrics_source: str) -> str:
+def card_text(
+    network: PretrainedNetwork, metrics: dict[str, Any] | None, metrics_source: str, checkpoint: str = ""
+) -> str:
     """The model card's Markdown (YAML header included)."""
     name = network.network
     params = sum(p.numel() for p in network.net.parameters())
@@ -139,7 +141,7 @@ def card_text(network: PretrainedNetwork, metrics: dict[str, Any] | None, metric
     if not metrics:
         lines += [f"No metrics.json was found for this checkpoint ({metrics_source}): nothing was measured.", ""]
     else:
-        lines += results_section(metrics, metrics_source) + limits_section(metrics, scalars)
+        lines += results_section(metrics, metrics_source, checkpoint) + limits_section(metrics, scalars)
         config = metrics.get("config")
         if config:
             lines += [
@@ -156,10 +158,12 @@ def card_text(network: PretrainedNetwork, metrics: dict[str, Any] | None, metric
     return str(card)
 
 
-def results_section(metrics: dict[str, Any], metrics_source: str) -> list[str]:
-    """The test results as a table."""
+def results_section(metrics: dict[str, Any], metrics_source: str, checkpoint: str = "") -> list[str]:
+    """The test results as a table, and which weights they are of."""
     n = metrics.get("num_samples")
-    lines = [f"Measured on the MNIST test set ({n:,} images) by the run itself ({metrics_source}).", ""]
+    weights = metrics.get("weights", "")
+    of = f" Weights tested: {weights}; exported from: {checkpoint}." if checkpoint else ""
+    lines = [f"Measured on the MNIST test set ({n:,} images) by the run itself ({metrics_source}).{of}", ""]
     lines += ["| Metric | Value |", "|---|---|"]
     for _, label, keys in RESULTS:
         value = lookup(metrics, keys)
@@ -207,6 +211,8 @@ def limits_section(metrics: dict[str, Any], scalars: dict[str, float]) -> list[s
     return [*lines, ""]
 
 
-def write_card(path: Path, network: PretrainedNetwork, metrics: dict[str, Any] | None, metrics_source: str) -> None:
+def write_card(
+    path: Path, network: PretrainedNetwork, metrics: dict[str, Any] | None, metrics_source: str, checkpoint: str = ""
+) -> None:
     """Write the card to ``path`` (``README.md`` of a model folder)."""
-    path.write_text(card_text(network, metrics, metrics_source), encoding="utf-8")
+    path.write_text(card_text(network, metrics, metrics_source, checkpoint), encoding="utf-8")

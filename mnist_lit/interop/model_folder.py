@@ -167,7 +167,8 @@ def write_model_folder(
     stage = staging_folder(output)
     try:
         network = network_from_trained(trained)
-        write_card(stage / CARD, network, metrics, metrics_source)  # before save_pretrained, which keeps a README
+        # The card first: save_pretrained writes a generic README.md only where there is none.
+        write_card(stage / CARD, network, metrics, metrics_source, trained.path.name)
         network.save_pretrained(stage)
         from mnist_lit.interop.onnx import export_onnx
 
