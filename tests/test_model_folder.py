@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from mnist_lit.cli.lightning_cli import main
 from mnist_lit.cli.export import verification_images
+from mnist_lit.cli.lightning_cli import main
 from mnist_lit.data import files
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.training.checkpoints import load_trained_network
