@@ -117,6 +117,7 @@ def card_text(
         "",
         "```python",
         "import mnist_lit  # pip install mnist_lit[export]",
+        "",
         'model = mnist_lit.load_pretrained("path/to/this/folder")  # no Lightning imported',
         'result = model.predict(["seven.png", "two.jpg"])  # paths, PIL images or uint8 arrays',
         "print(result.digits, result.probabilities.max(axis=1))",
