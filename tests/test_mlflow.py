@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
 
 pytest.importorskip("mlflow")

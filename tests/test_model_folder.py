@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
+from mnist_lit.cli import main
 from mnist_lit.cli.export import verification_images
-from mnist_lit.cli.lightning_cli import main
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.training.checkpoints import load_trained_network
 from tests.helpers import CONFIGS, REPO_ROOT, exit_code, make_tiny_mnist, refused, runs
@@ -65,7 +65,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fit")
     tiny = make_tiny_mnist(root / "data")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         main(["fit", "--config", str(CONFIGS / "compact.yaml"), *SHORT])
     made = {"CompactCNN": (root / "lightning_logs/compact/version_0/checkpoints/last.ckpt").resolve()}

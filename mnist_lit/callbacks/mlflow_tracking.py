@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from mnist_lit.callbacks.outputs import run_dir
+from mnist_lit.callbacks.run_folder import run_dir
 from mnist_lit.errors import UserError
 
 #: How long the set-up check waits for a tracking server, and how often it retries (MLflow's default is 7 retries

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.data.images import (
     InputReadError,
     InvertMode,
@@ -88,7 +88,7 @@ class Pretrained:
         return self._runner.probabilities(pixels)
 
     def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
-        """Attribution maps (N x 28 x 28) of each image's top digit (see :mod:`mnist_lit.inference.explain`)."""
+        """Attribution maps (N x 28 x 28) of each image's top digit (see :mod:`mnist_lit.reporting.explanations`)."""
         if not hasattr(self._runner, "explain"):
             raise UserError(f"{self.source}: an ONNX model has no gradients to explain; load the model folder.")
         return self._runner.explain(pixels, method)
@@ -188,7 +188,7 @@ class _TorchModule:
     def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
         import torch
 
-        from mnist_lit.inference.explain import attribute
+        from mnist_lit.reporting.explanations import attribute
 
         return attribute(self.module, torch.as_tensor(np.asarray(pixels, dtype=np.float32)), method)[0]
 

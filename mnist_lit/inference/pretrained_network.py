@@ -28,7 +28,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.errors import UserError
 from mnist_lit.models.layers import LAYERS
 

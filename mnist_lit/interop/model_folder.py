@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.errors import UserError
 from mnist_lit.inference.pretrained_network import (
     CARD,

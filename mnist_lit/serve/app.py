@@ -25,11 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner
 from mnist_lit.reporting.calibration import is_unsure
+from mnist_lit.reporting.explanations import METHODS
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The largest request body accepted, in bytes: room for a phone photo; a drawing from the page is a few KB.
@@ -56,8 +57,8 @@ SECURITY_HEADERS = [
 ]
 
 
-#: The attribution methods ``POST /api/predict?explain=...`` accepts (see :mod:`mnist_lit.inference.explain`).
-EXPLAIN_METHODS = ("ig", "saliency", "gradcam")
+#: The attribution methods ``POST /api/predict?explain=...`` accepts (see :mod:`mnist_lit.reporting.explanations`).
+EXPLAIN_METHODS = METHODS
 
 
 def png_data_url(pixels: np.ndarray) -> str:

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.reporting.calibration import DEFAULT_KEEP, reliability_bins, top_label, unsure_threshold
+from mnist_lit.utils.io import free_name
 
 
 class CalibrationError(UserError):
@@ -138,3 +143,21 @@ def calibrate(model: MNISTClassifier, datamodule: MNISTDataModule, keep: float =
         val_after=after,
         val_unsure_fraction=float((conf < threshold).mean()),
     )
+
+
+def save_calibrated(trainer: Trainer, model: MNISTClassifier, datamodule: MNISTDataModule) -> Path | None:
+    """``fit --calibrate``: temperature scaling on the validation split, kept in ``model`` (for the test that follows)
+    and saved as ``checkpoints/calibrated.ckpt`` (a free name) beside the run's other checkpoints, if it has any."""
+    result = calibrate(model, datamodule)
+    model.calibration_fit = result.as_dict()
+    rank_zero_info(result.summary())
+    checkpoint = trainer.checkpoint_callback
+    dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
+    if not dirpath:
+        rank_zero_info("No checkpoint folder: the calibration is used by this run's test only.")
+        return None
+    path = Path(dirpath) / "calibrated.ckpt"
+    path = trainer.strategy.broadcast(free_name(path, keep_suffix=True) if trainer.is_global_zero else path)
+    trainer.save_checkpoint(path)
+    rank_zero_info(f"Wrote {path}")
+    return path
