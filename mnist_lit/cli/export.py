@@ -92,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} export",
         allow_abbrev=False,
         description=(
-            "Write a checkpoint as an ONNX model (.onnx: raw pixels in, probabilities out, for ONNX Runtime), a "
-            "Keras 3 model (.keras) or Keras weights for the notebook's Sequential model (.weights.h5). The "
-            "written file is run on MNIST test images and must give the checkpoint's probabilities to "
+            "Write a checkpoint as a model folder (DIR/: model.safetensors + config.json, model.onnx, model.pt2, a "
+            "model card, SHA256SUMS; see docs/deploying.md), an ONNX model (.onnx: raw pixels in, probabilities out, "
+            "for ONNX Runtime), a Keras 3 model (.keras) or Keras weights for the notebook's Sequential model "
+            "(.weights.h5). The written files are run on MNIST test images and must give the checkpoint's "
+            "probabilities to "
             f"{TOLERANCE:g}, or the command fails and writes nothing."
         ),
         epilog=(
