@@ -26,7 +26,12 @@ class Runner(Protocol):
 
 
 def load_runner(path: str | Path) -> Runner:
-    """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch) or an exported ``.onnx`` (in ONNX Runtime)."""
+    """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch), a model folder (``export --output DIR/``, in
+    PyTorch without Lightning) or an exported ``.onnx`` (in ONNX Runtime)."""
+    if Path(path).is_dir():
+        from mnist_lit.inference.pretrained import load_folder  # torch and safetensors, no Lightning
+
+        return load_folder(Path(path))
     if Path(path).suffix.lower() == ".onnx":
         from mnist_lit.inference.onnx_runner import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
 
