@@ -170,6 +170,9 @@ def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
     torch.save(checkpoint, compact_checkpoint)
     assert exit_code(["calibrate", "--ckpt_path", str(compact_checkpoint)]) == 1
     assert "validates on the test set" in capsys.readouterr().err
+    if Path("/proc/self").is_dir():  # a data folder the files would be fetched into, which cannot be made
+        assert exit_code([*args[:3], "--data_dir", "/proc/nodata"]) == 1
+        assert "--data_dir /proc/nodata: the MNIST files are fetched into" in capsys.readouterr().err
 
 
 def test_the_temperature_is_inside_the_onnx_export_and_in_its_metadata(calibrated_run: dict, tmp_path: Path) -> None:

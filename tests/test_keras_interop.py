@@ -326,6 +326,9 @@ def test_an_exported_model_predicts_in_keras_what_the_checkpoint_predicts(
 LOAD_WITHOUT_TORCH = """
 import json, sys
 sys.modules["torch"] = None
+# scikit-learn (which MLflow brings) is none of such an environment either; Keras imports it when present, and SciPy's
+# array-API helpers, reached from it, fail on the blocked torch module.
+sys.modules["sklearn"] = None
 import keras
 import numpy as np
 model_path, images_path, out_path, fit = sys.argv[1:5]

@@ -4,14 +4,17 @@ real PostgreSQL server started for the test)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +27,10 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from mnist_lit.cli import main
+from mnist_lit.cli.tune import build_parser as tune_parser
+from mnist_lit.errors import UserError
+from mnist_lit.experiments.search_space import load_search_space
+from mnist_lit.experiments.storage import storage_url
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST
 
@@ -59,7 +66,7 @@ def tune(*extra: str, search: str = SEARCH) -> list[str]:
 
 
 def load(storage: str | None = None) -> optuna.Study:
-    return optuna.load_study(study_name="fast", storage=storage or f"sqlite:///{STUDY / 'study.db'}")
+    return optuna.load_study(study_name="fast", storage=storage_url(storage or f"sqlite:///{STUDY / 'study.db'}"))
 
 
 def test_a_study_of_four_trials_is_kept_in_sqlite_and_its_best_config_fits(tiny_mnist: TinyMNIST, capsys) -> None:
@@ -131,18 +138,50 @@ def test_a_non_finite_loss_fails_the_run_by_the_next_logged_step_or_the_epochs_e
     healthy.on_train_epoch_end(at_a_log, None)  # type: ignore[arg-type]
 
 
-def two_workers(tiny: TinyMNIST, trials: int, storage: list[str]) -> list[subprocess.CompletedProcess]:
-    """Two ``tune`` processes started together on one study."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    args = [sys.executable, "-c", WORKER, *tune("--trials", str(trials), *storage)]
+class BothWorkersInATrial(Callback):
+    """Hold each worker's trial at its start until two workers have started one (marker files in the folder named
+    by ``$MNIST_LIT_TEST_BARRIER``): both have then sampled before either finishes, whichever starts first (on a
+    loaded machine one worker could otherwise run every trial before the other has imported torch)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        folder = Path(os.environ["MNIST_LIT_TEST_BARRIER"])
+        (folder / str(os.getpid())).touch()
+        for _ in range(6000):  # a safety net against a worker that died, not a timing assumption
+            if len(list(folder.iterdir())) >= 2:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the other worker never started a trial")
+
+
+def two_workers(
+    tiny: TinyMNIST, trials: int, storage: list[str], study_dirs: tuple[Path, Path] | None = None
+) -> list[subprocess.CompletedProcess]:
+    """Two ``tune`` processes started together on one study, each holding its first trial until both run one;
+    with ``study_dirs``, each in a folder of its own (as on two machines: they share no file lock)."""
+    barrier = Path("barrier")
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MNIST_LIT_TEST_BARRIER": str(barrier.resolve())}
+    hold = f"--trainer.callbacks+={__name__}.BothWorkersInATrial"
+    folders = [["--study_dir", str(d)] for d in study_dirs] if study_dirs else [[], []]
+    commands = [[sys.executable, "-c", WORKER, *tune("--trials", str(trials), hold, *storage, *f)] for f in folders]
     workers = [
-        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
     ]
     done = []
-    for worker in workers:
+    for command, worker in zip(commands, workers, strict=True):
         out, err = worker.communicate(timeout=600)
-        done.append(subprocess.CompletedProcess(args, worker.returncode, out, err))
+        done.append(subprocess.CompletedProcess(command, worker.returncode, out, err))
     return done
+
+
+def assert_no_point_tried_twice(trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Every trial's parameters differ from every other's, except a re-queued trial's (a killed worker's trial run
+    again), which repeat those of the trial it re-runs."""
+    for a, b in itertools.combinations(sorted(trials, key=lambda t: t.number), 2):
+        if a.params == b.params:
+            assert a.number in b.system_attrs.get("retry_history", []), (
+                f"trials {a.number} and {b.number} tried the same parameters {a.params}"
+            )
 
 
 def assert_exactly_once(study: optuna.Study, workers: list[subprocess.CompletedProcess], trials: int) -> None:
@@ -150,16 +189,19 @@ def assert_exactly_once(study: optuna.Study, workers: list[subprocess.CompletedP
         assert worker.returncode == 0, worker.stderr[-3000:]
     assert len(study.trials) == trials
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    started = sorted(int(line.rsplit("trial_", 1)[1]) for w in workers for line in w.stdout.splitlines()
-                     if line.startswith("Trial ") and f" in {STUDY}/trial_" in line)  # fmt: skip
+    started = sorted(
+        int(m[1]) for w in workers for m in re.finditer(r"^Trial (\d+): .* in \S*trial_\d+$", w.stdout, re.M)
+    )
     assert started == list(range(trials))  # each trial run once, by one worker or the other
-    # Both opened the one study; how the trials fall between them depends on which process starts first (on a loaded
-    # machine one may finish all of them before the other has imported torch), so that is not asserted.
     assert all("A new study created" in w.stderr or "Using an existing study" in w.stderr for w in workers)
+    # Both workers ran a trial (each held its first until the other had started one), yet none repeats another's.
+    assert_no_point_tried_twice(study.trials)
 
 
 @pytest.mark.slow
-def test_two_workers_on_one_sqlite_study_run_exactly_the_requested_trials(tiny_mnist: TinyMNIST) -> None:
+def test_two_workers_on_one_sqlite_study_run_exactly_the_requested_trials_all_different(
+    tiny_mnist: TinyMNIST,
+) -> None:
     workers = two_workers(tiny_mnist, 4, [])
     assert_exactly_once(load(), workers, 4)
 
@@ -211,7 +253,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"the PostgreSQL server did not start: {log.strip()[-500:]}")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"  # SQLAlchemy 2.1 defaults to psycopg 3
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # as tune --help writes it: no driver named
     finally:
         subprocess.run(
             [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
@@ -220,12 +262,53 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_on_a_real_postgresql_run_exactly_the_requested_trials(
+def test_two_machines_on_a_real_postgresql_run_exactly_the_requested_trials_all_different(
     tiny_mnist: TinyMNIST, postgres_url: str
 ) -> None:
-    workers = two_workers(tiny_mnist, 4, ["--storage", postgres_url])
+    """Two workers that share no file lock (each its own study folder, as on two machines) and one PostgreSQL
+    study: the database alone decides who starts which trial."""
+    workers = two_workers(tiny_mnist, 4, ["--storage", postgres_url], (Path("machine_a"), Path("machine_b")))
     assert_exactly_once(load(postgres_url), workers, 4)
-    assert not (STUDY / "study.db").exists()
+    assert not STUDY.exists()
+
+
+def test_the_postgresql_url_tune_help_gives_opens_the_study(tiny_mnist: TinyMNIST, postgres_url: str) -> None:
+    """``postgresql://user:password@host/db``, as ``--help`` writes it, with psycopg2 the installed driver (SQLAlchemy
+    2.1 maps a plain postgresql:// to psycopg 3, which is not)."""
+    assert "postgresql://user:password@host/db" in " ".join(tune_parser().format_help().split())
+    main(tune("--trials", "1", "--storage", postgres_url))
+    assert [t.state for t in load(postgres_url).trials] == [optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_plain_postgresql_url_gets_the_installed_driver_or_says_what_to_install(monkeypatch) -> None:
+    pytest.importorskip("psycopg2")
+    url = storage_url("postgresql://me:secret@dbhost:5433/mnist")
+    assert url.startswith(("postgresql+psycopg2://", "postgresql+psycopg://")) and url.endswith(
+        "me:secret@dbhost:5433/mnist"
+    )
+    assert storage_url("postgresql+psycopg2://me@h/db") == "postgresql+psycopg2://me@h/db"  # a named driver stays
+    assert storage_url("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # no driver at all
+    with pytest.raises(
+        UserError, match=r"postgresql://me:\*\*\*@dbhost:5433/mnist: PostgreSQL needs a driver.*psycopg2-binary"
+    ):
+        storage_url("postgresql://me:secret@dbhost:5433/mnist")
+
+
+def test_each_worker_samples_with_the_search_files_seed_plus_its_number() -> None:
+    def sampler(text: str, worker: int) -> optuna.samplers.BaseSampler:
+        return load_search_space(search_file(text), lambda key: True, lambda k, v: None).make_sampler(worker)
+
+    def first_draws(made: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=made)
+        return [study.ask().suggest_float("x", 0, 1) for _ in range(3)]
+
+    assert first_draws(sampler(SEARCH, 0)) == first_draws(optuna.samplers.TPESampler(seed=0))  # one worker: as before
+    assert first_draws(sampler(SEARCH, 2)) == first_draws(optuna.samplers.TPESampler(seed=2))
+    assert first_draws(sampler(SEARCH, 1)) != first_draws(sampler(SEARCH, 0))
+    qmc = "sampler: {name: QMCSampler, args: {seed: 7}}\nparams:\n  data.batch_size: {choices: [16, 32]}\n"
+    assert sampler(qmc, 3)._seed == 7  # one scrambled sequence for all workers, as QMCSampler asks
+    assert first_draws(sampler(qmc, 3)._independent_sampler) == first_draws(optuna.samplers.RandomSampler(seed=10))
 
 
 class KillInTrial(Callback):
@@ -250,4 +333,5 @@ def test_a_killed_tune_started_again_reruns_the_killed_trial_and_loses_none(tiny
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert [t.params for t in trials[2:]].count(before[1].params) == 1  # the killed trial, run again, once
+    assert_no_point_tried_twice(trials)  # the restarted worker does not draw trial 0's parameters again
     assert FAIL_REASON not in trials[1].user_attrs and "its worker stopped" in capsys.readouterr().out

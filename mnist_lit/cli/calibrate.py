@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from mnist_lit.cli.preflight import check_mnist_folder
+from mnist_lit.cli.writable import check_writable_file
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.models.ood import OOD_METHODS
@@ -108,12 +110,16 @@ def main(argv: list[str]) -> None:
     if not 0.0 < args.keep <= 1.0:
         raise UserError(f"--keep {args.keep}: a share of the validation images, in (0, 1].")
     ckpt_path = Path(args.ckpt_path)
-    checkpoint = read_checkpoint(ckpt_path)
-    datamodule = datamodule_for(checkpoint, args.data_dir)
-    check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
-    target = output_path(ckpt_path, args.output, args.overwrite)
+    target = output_path(ckpt_path, args.output, args.overwrite)  # the files it writes: checked before any work
+    check_writable_file("--output" if args.output else "the calibrated checkpoint (--output)", target)
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise UserError(f"--json {args.json}: the file exists; pass --overwrite to replace it, or name another.")
+    if args.json:
+        check_writable_file("--json", args.json)
+    checkpoint = read_checkpoint(ckpt_path)
+    datamodule = datamodule_for(checkpoint, args.data_dir)
+    check_mnist_folder("--data_dir" if args.data_dir else "the checkpoint's data_dir (--data_dir)", datamodule.data_dir)
+    check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
     trained = network_from_checkpoint(checkpoint, ckpt_path)
     # The softmax scores read the temperature, so a fitted score is fitted again after it, unless asked not to.
     ood_method = args.ood or (trained.model.ood.method_name if trained.model.ood.fitted else "none")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_lit.cli.writable import check_writable
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner, load_runner, predict_with_scores
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """Parse ``argv``, read the inputs, load the network, print its predictions."""
     args = build_parser().parse_args(argv)
+    if args.explain:
+        check_writable("--explain_dir", args.explain_dir)  # before the network runs, not after
     if args.explain and Path(args.ckpt_path).suffix.lower() == ".onnx":
         raise UserError(
             f"--explain needs a checkpoint (.ckpt): attributions follow the network's gradients, and {args.ckpt_path} "

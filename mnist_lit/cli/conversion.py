@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lit.cli.lightning_cli import build_cli
+from mnist_lit.cli.writable import check_writable_file
 from mnist_lit.errors import UserError
 from mnist_lit.models.base import MNISTClassifier
 
@@ -26,6 +27,7 @@ def check_output(output: Path, overwrite: bool) -> None:
         raise ExportError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
     if output.is_dir():
         raise ExportError(f"--output {output}: is a folder; give a file name.")
+    check_writable_file("--output", output)
     if output.exists() and not overwrite:
         raise ExportError(f"--output {output}: the file exists; pass --overwrite to replace it.")
 

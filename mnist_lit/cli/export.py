@@ -1,7 +1,8 @@
-"""``python -m mnist_lit export --ckpt_path X.ckpt --output F``: a checkpoint written as ONNX (``.onnx``), a Keras 3
-model (``.keras``) or Keras weights (``.weights.h5``). Before it reports success, the command runs the written file
-(ONNX Runtime, or Keras) on MNIST test images and compares its probabilities with PyTorch's. Every failure is a
-:class:`~mnist_lit.errors.UserError` and leaves nothing at ``--output``.
+"""``python -m mnist_lit export --ckpt_path X.ckpt --output F``: a checkpoint written as a model folder (``DIR/``:
+safetensors, config.json, ONNX, torch.export and a model card, see :mod:`mnist_lit.interop.model_folder`), ONNX
+(``.onnx``), a Keras 3 model (``.keras``) or Keras weights (``.weights.h5``). Before it reports success, the command
+runs the written files (PyTorch, ONNX Runtime, or Keras) on MNIST test images and compares their probabilities with
+the checkpoint's. Every failure is a :class:`~mnist_lit.errors.UserError` and leaves nothing at ``--output``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 #: Output formats of ``export``, and the file-name ending each needs (Keras refuses to save under other names).
 FORMATS = {"onnx": ".onnx", "keras": ".keras", "weights": ".weights.h5"}
+#: The model folder (``--output DIR/``): safetensors + config.json, model.onnx, model.pt2 and a model card.
+FOLDER = "folder"
 
 #: The exported file's probabilities may differ from the checkpoint's by at most this much, for any image and digit.
 TOLERANCE = 1e-5
@@ -101,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} export",
         allow_abbrev=False,
         description=(
-            "Write a checkpoint as an ONNX model (.onnx: raw pixels in, probabilities out, for ONNX Runtime), a "
-            "Keras 3 model (.keras) or Keras weights for the notebook's Sequential model (.weights.h5). The "
-            "written file is run on MNIST test images and must give the checkpoint's probabilities to "
+            "Write a checkpoint as a model folder (DIR/: model.safetensors + config.json, model.onnx, model.pt2, a "
+            "model card, SHA256SUMS; see docs/deploying.md), an ONNX model (.onnx: raw pixels in, probabilities out, "
+            "for ONNX Runtime), a Keras 3 model (.keras) or Keras weights for the notebook's Sequential model "
+            "(.weights.h5). The written files are run on MNIST test images and must give the checkpoint's "
+            "probabilities to "
             f"{TOLERANCE:g}, or the command fails and writes nothing."
         ),
         epilog=(
@@ -114,10 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
-    parser.add_argument("--output", required=True, help="model.onnx, model.keras or model.weights.h5")
     parser.add_argument(
-        "--format", choices=sorted(FORMATS), help="onnx, keras or weights; by default, from --output's ending"
-    )
+        "--output", required=True, help="a model folder (DIR/, or a name without an ending), model.onnx, model.keras "
+        "or model.weights.h5",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=sorted([*FORMATS, FOLDER]),
+        help="folder, onnx, keras or weights; by default, from --output's ending",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics", type=Path,
+        help="the run's metrics.json, for a model folder's card (default: the one of the checkpoint's run folder)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument(
         "--config", action="append", metavar="YAML",
@@ -130,8 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def output_format(output: Path, requested: str | None) -> str:
-    """The format, from ``--format`` or else ``--output``'s ending; refuse an unknown ending, or a contradiction."""
+def output_format(output: Path, requested: str | None, spelled: str = "") -> str:
+    """The format, from ``--format`` or else ``--output``'s ending (``spelled``: ``--output`` as typed, whose trailing
+    ``/`` asks for a folder); refuse an unknown ending, or a contradiction."""
+    as_folder = spelled.endswith(("/", os.sep)) or (output.suffix == "" and not output.is_file()) or output.is_dir()
+    if requested == FOLDER or (requested is None and as_folder):
+        return FOLDER
     by_name = next((fmt for fmt in ("weights", "keras", "onnx") if output.name.endswith(FORMATS[fmt])), None)
     if requested is not None and by_name is not None and requested != by_name:
         raise ExportError(f"--output {output} is a {by_name} file name, but --format says {requested}.")
@@ -213,12 +230,18 @@ def main(argv: list[str]) -> None:
     """``python -m mnist_lit export --ckpt_path X.ckpt --output F [--format ...] [--overwrite] [--config C]``."""
     args = build_parser().parse_args(argv)
     output = Path(args.output)
-    fmt = output_format(output, args.format)
-    check_output(output, args.overwrite)
+    fmt = output_format(output, args.format, args.output)
+    if fmt == FOLDER:
+        check_folder_output(output, args.overwrite)
+    else:
+        check_output(output, args.overwrite)
     trained = load_trained_network(args.ckpt_path)
     if args.config:
         check_config_matches(args.config, trained, args.ckpt_path)
     images, origin = verification_images(args.data_dir)
+    if fmt == FOLDER:
+        export_folder(trained, output, images, origin, args.metrics)
+        return
     expected = torch_probabilities(trained, images)
     runtime = "ONNX Runtime" if fmt == "onnx" else "Keras"
     with staged(output) as tmp:
@@ -247,4 +270,42 @@ def main(argv: list[str]) -> None:
     print(
         f"Wrote {output} ({fmt}: {trained.name}, normalization {trained.normalization}). Checked with {runtime} on "
         f"{len(images)} {origin}: max |Δp| = {delta:.2g} against PyTorch, the same digit for {agree} of {len(images)}."
+    )
+
+
+def check_folder_output(output: Path, overwrite: bool) -> None:
+    """Refuse a model folder's ``--output`` in a missing parent, over a file, or over an existing folder unless it is
+    a model folder and ``--overwrite`` is given (a folder of other things is never replaced)."""
+    from mnist_lit.interop.model_folder import is_model_folder
+
+    if not output.parent.is_dir():
+        raise ExportError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"--output {output}: is a file; a model folder needs a new name (or --format onnx...).")
+    if output.is_dir():
+        if not is_model_folder(output):
+            if not any(output.iterdir()):
+                raise ExportError(f"--output {output}: the folder exists (empty); remove it or give a new name.")
+            raise ExportError(
+                f"--output {output}: the folder exists and is not a model folder; nothing in it is replaced. Give a "
+                "new name."
+            )
+        if not overwrite:
+            raise ExportError(f"--output {output}: the model folder exists; pass --overwrite to replace it.")
+
+
+def export_folder(trained: TrainedNetwork, output: Path, images: np.ndarray, origin: str, metrics: Path | None) -> None:
+    """Write and check the model folder; print what was checked and against what."""
+    from mnist_lit.interop.model_folder import find_metrics, read_metrics, write_model_folder
+
+    source = metrics if metrics is not None else find_metrics(trained.path)
+    if metrics is not None and not metrics.is_file():
+        raise ExportError(f"--metrics {metrics}: no such file.")
+    found = read_metrics(source)
+    where = str(source) if source is not None else f"none beside {trained.path}"
+    check = write_model_folder(trained, output, images, TOLERANCE, found, where)
+    print(
+        f"Wrote {output}/ ({trained.name}, normalization {trained.normalization}): model.safetensors + config.json, "
+        f"model.onnx, model.pt2, README.md (model card from {where}), SHA256SUMS. Checked each against the "
+        f"checkpoint on {len(images)} {origin}, max |Δp| {check.worst():.2g} ({check.summary()})."
     )

@@ -17,8 +17,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.callbacks import PredictionWriter, ResumeHint, RunConfigSaver
+from mnist_lit.callbacks.mlflow_tracking import MLflowTracking
 from mnist_lit.callbacks.progress import default_progress_bar
 from mnist_lit.callbacks.run_callbacks import RUN_CALLBACKS, with_run_callbacks
+from mnist_lit.cli.preflight import check_run_environment
 from mnist_lit.cli.registry import COMMANDS
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
@@ -26,7 +28,13 @@ from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.reporting.explanations import ExplainMethod
 from mnist_lit.training.calibrate import check_calibratable, save_calibrated
 from mnist_lit.training.checkpoints import AtomicCheckpointIO
-from mnist_lit.training.ckpt_path import check_checkpoint, is_onnx, load_weights, prepare_resume
+from mnist_lit.training.ckpt_path import (
+    check_checkpoint,
+    is_model_folder_path,
+    is_onnx,
+    load_weights,
+    prepare_resume,
+)
 from mnist_lit.training.ood import check_ood_fittable
 
 #: The base config, read before any ``--config``: what all recipes share.
@@ -46,6 +54,9 @@ OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "explain": (ExplainMethod | None, None, "For `predict`: also save, per input, the image beside an attribution "
                 "map (Captum: ig = integrated gradients, saliency, gradcam) in figures/explanations/. Checkpoints "
                 "only: ONNX has no gradients."),
+    "mlflow": (MLflowTracking | None, None, "Log to MLflow too (configs/mlflow.yaml sets it): params, metrics, "
+               "metrics.json, figures and the best checkpoint, to --mlflow.tracking_uri or mlruns/ beside "
+               "lightning_logs/."),
     "predict_figure": (bool | None, None, "For `predict`: save figures/predictions.png (true) or not (false); unset, "
                        "the PredictionWriter's own save_figure decides."),
 }  # fmt: skip
@@ -61,6 +72,8 @@ class MNISTLitCLI(LightningCLI):
 
     #: ``predict --ckpt_path model.onnx``: the exported model, which ONNX Runtime runs (after_instantiate_classes)
     onnx_path: str | None = None
+    #: ``predict --ckpt_path DIR/``: a model folder, whose weights are loaded into the configured network
+    folder_path: str | None = None
 
     def __init__(
         self, args: list[str] | None = None, run: bool = True, callbacks: list[Callback] | None = None
@@ -115,6 +128,7 @@ class MNISTLitCLI(LightningCLI):
         if not subcommand:
             return
         options = self.config[subcommand]
+        check_run_environment(options, subcommand)  # the accelerator, the folders it writes: one message each
         checkpoint = check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
         if subcommand == "fit" and options.get("ckpt_path"):
             prepare_resume(options, checkpoint)
@@ -128,11 +142,14 @@ class MNISTLitCLI(LightningCLI):
             if options.get("explain"):
                 raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             self.onnx_path, options.ckpt_path = options.ckpt_path, None
+        if subcommand == "predict" and is_model_folder_path(options.get("ckpt_path")):  # not a torch.load file
+            self.folder_path, options.ckpt_path = options.ckpt_path, None
 
     def before_instantiate_classes(self) -> None:
-        """Put an ``.onnx`` ``--ckpt_path`` back into the config, so the run folder's config.yaml records it."""
-        if self.onnx_path:
-            self.config.predict.ckpt_path = self.onnx_path
+        """Put an ``.onnx`` or model folder ``--ckpt_path`` back into the config, so the run folder's config.yaml
+        records it."""
+        if self.onnx_path or self.folder_path:
+            self.config.predict.ckpt_path = self.onnx_path or self.folder_path
 
     def after_instantiate_classes(self) -> None:
         """``predict --ckpt_path model.onnx``: ONNX Runtime runs the exported model in place of the configured network
@@ -141,6 +158,11 @@ class MNISTLitCLI(LightningCLI):
             from mnist_lit.interop.onnx import OnnxPredictor  # ONNX Runtime is an optional extra: import it only here
 
             self.model = OnnxPredictor.for_config(self.onnx_path, configured=type(self.model))
+            self.config_init.predict.ckpt_path = None
+        if self.folder_path:  # a model folder: its weights and buffers, checked, into the configured network
+            from mnist_lit.interop.model_folder import load_folder_into
+
+            self.datamodule.normalization = load_folder_into(self.model, self.folder_path)
             self.config_init.predict.ckpt_path = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -157,6 +179,9 @@ class MNISTLitCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in callbacks
         ):
             callbacks.append(default_progress_bar())
+        tracking = self.config_init.get(f"{prefix}mlflow")
+        if tracking is not None:  # configs/mlflow.yaml's tracker, beside the run's callbacks
+            callbacks.append(tracking)
         kwargs.setdefault("callbacks", callbacks)
         if not trainer_config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lit.cli.fit_runs import FitConfig, run_fit
+from mnist_lit.cli.preflight import check_run_environment
+from mnist_lit.cli.writable import check_writable
 from mnist_lit.errors import UserError
 from mnist_lit.experiments.figures import save_png, seed_accuracies
 from mnist_lit.experiments.seeds import parse_seeds
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     args, fit_options = build_parser().parse_known_args(argv)
     if args.sweep_dir is not None:
+        check_writable("--sweep_dir", args.sweep_dir)
         configs, fit_options, seeds, rows = continued(args.sweep_dir, args.config, fit_options, args.seeds)
         folder = args.sweep_dir
     else:
@@ -48,8 +51,10 @@ def main(argv: list[str]) -> None:
         configs, seeds, rows = args.config, parse_seeds(args.seeds), []
         folder = None
     fit = FitConfig(configs, fit_options)
+    check_run_environment(fit.config, logs_elsewhere=True)  # before the first seed: the data folder, the GPU
     logger = fit.logger_args()
     if folder is None:
+        check_writable("--trainer.logger.init_args.save_dir", logger.save_dir)  # where new sweeps go
         folder = new_sweep_folder(Path(logger.save_dir) / (logger.get("name") or ""))
     print(f"Sweep folder: {folder}", flush=True)
     write_summary(folder, build_summary(configs, fit_options, seeds, rows))

@@ -4,20 +4,19 @@ training images (the test set is never used to choose), in a database that survi
 
 Each trial is a ``fit`` in ``<study folder>/trial_K``; the study is in ``<study folder>/study.db`` (SQLite) unless
 ``--storage`` names another (``postgresql://...``), which any number of ``tune`` processes, on any machines, can
-share: each runs trials until the study holds ``--trials`` finished ones.
+share: each runs trials until the study holds ``--trials`` finished ones, deciding under the study's lock
+(:class:`~mnist_lit.experiments.storage.StudyLock`), and samples with a seed of its own
+(:meth:`~mnist_lit.experiments.search_space.SearchSpace.make_sampler`), so that no two workers try the same point.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,11 @@ except ImportError as err:  # the `experiments` extra
     raise UserError(f"tune needs Optuna and optuna-integration ({err}): pip install 'mnist_lit[experiments]'") from err
 
 from mnist_lit.cli.fit_runs import FitConfig, run_fit
+from mnist_lit.cli.preflight import check_run_environment
+from mnist_lit.cli.writable import check_writable
 from mnist_lit.experiments.figures import save_study_figures
 from mnist_lit.experiments.search_space import SearchSpace, SearchSpaceError, cli_args, load_search_space
+from mnist_lit.experiments.storage import StudyLock, driver_hint, shown, storage_url
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss, Heartbeat, tally
 from mnist_lit.utils.io import atomic_write_bytes, free_name
 
@@ -41,6 +43,8 @@ from mnist_lit.utils.io import atomic_write_bytes, free_name
 HEARTBEAT_S, GRACE_S = 5, 20
 #: Validation fraction held out of the training images when the config itself validates on the test set.
 HELD_OUT_FRACTION = 0.2
+#: The study's user attribute counting the workers that joined it (each worker's number is the count before it).
+WORKERS_ATTR = "tune_workers"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", required=True, type=int, help="finished trials the study should hold (all workers)")
     parser.add_argument("--study_name", help="default: the config's logger name (e.g. fast)")
     parser.add_argument(
-        "--storage", help="an Optuna RDB URL (postgresql://user@host/db); default: sqlite in the study folder"
+        "--storage",
+        help="an Optuna RDB URL, e.g. postgresql://user:password@host/db (with psycopg2-binary installed); "
+        "default: sqlite in the study folder",
     )
     parser.add_argument(
         "--study_dir", type=Path, help="where trials run and results go; default <save_dir>/<name>/study_<study_name>"
@@ -73,31 +79,55 @@ def main(argv: list[str]) -> None:
         space = load_search_space(args.search, fit.has, fit.refusal)
     except SearchSpaceError as err:
         parser.error(str(err))  # exit status 2, as for any bad option, before anything runs
+    check_run_environment(fit.config, logs_elsewhere=True)  # before the first trial: the data folder, the GPU
     logger = fit.logger_args()
     name = args.study_name or logger.get("name") or Path(args.config[-1]).stem
     folder = args.study_dir or Path(logger.save_dir) / (logger.get("name") or "") / f"study_{name}"
+    if args.study_dir is None:
+        check_writable("--trainer.logger.init_args.save_dir", logger.save_dir)  # where the study folder goes
+    check_writable("--study_dir" if args.study_dir else "the study folder (--study_dir)", folder)
     folder.mkdir(parents=True, exist_ok=True)
-    url = args.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    url = storage_url(args.storage) if args.storage else f"sqlite:///{(folder / 'study.db').resolve()}"
     forced = held_out_validation(fit)
     # Heartbeats are used here with ask-and-tell, which Optuna supports but warns about; fail_stale_trials is
     # "experimental" since Optuna 2.9.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    with worker_lock(folder) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a new database's tables are created once, not by two workers at a time
-        try:
+    with StudyLock(url, name, folder) as lock:
+        with lock.held():  # a new database's tables are created once, and workers are numbered one at a time
             study = open_study(url, name, space)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-        print(f"Study {name!r} in {url}; trials run in {folder}", flush=True)
-        run_trials(study, space, fit, forced, folder, args.trials, lock)
+            worker = join(study)
+        study.sampler = space.make_sampler(worker)
+        print(f"Study {name!r} in {shown(url)}; trials run in {folder}", flush=True)
+        print(f"Worker {worker} of the study ({describe(space, worker)}); turns taken under {lock.where}", flush=True)
+        run_trials(study, space, fit, forced, folder, args.trials, lock, worker)
     report(study, space, fit, folder)
 
 
+def join(study: optuna.Study) -> int:
+    """This worker's number in the study (0 for the first to join, then 1, 2, ...), recorded in the study; called
+    under the study's lock, so no two workers, on any machine, get the same number."""
+    worker = int(study.user_attrs.get(WORKERS_ATTR, 0))
+    study.set_user_attr(WORKERS_ATTR, worker + 1)
+    return worker
+
+
+def describe(space: SearchSpace, worker: int) -> str:
+    """The sampler as worker ``worker`` has it, e.g. ``TPESampler, seed 0 + worker 1``."""
+    name = space.sampler.get("name", "TPESampler")
+    seed = (space.sampler.get("args") or {}).get("seed")
+    if seed is None:
+        return f"{name}, seeded afresh"
+    if name == "QMCSampler":
+        return f"{name}, seed {seed} shared by every worker, its first points with seed {seed} + worker {worker}"
+    return f"{name}, seed {seed} + worker {worker}"
+
+
 def open_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
-    """The study ``name`` in ``url``, created if new; with heartbeats, so a killed worker's trial is run again."""
+    """The study ``name`` in ``url``, created if new; with heartbeats, so a killed worker's trial is run again. Its
+    sampler is the search file's as worker 0 has it; :func:`main` gives each worker its own."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(3):  # workers on other machines may be creating the same tables right now
+    for attempt in range(3):  # a database StudyLock cannot lock: another machine may be creating its tables now
         try:
             return _open_study(url, name, space, engine)
         except UserError:
@@ -124,10 +154,12 @@ def _open_study(url: str, name: str, space: SearchSpace, engine: dict[str, Any])
             direction=space.direction,
             load_if_exists=True,
         )
-    except (ImportError, ValueError, optuna.exceptions.OptunaError) as err:
-        raise UserError(f"--storage {url}: cannot open the study ({err}).") from err
+    except ImportError as err:
+        raise UserError(f"--storage {shown(url)}: cannot open the study ({err}): {driver_hint(url)}.") from err
+    except (ValueError, optuna.exceptions.OptunaError) as err:
+        raise UserError(f"--storage {shown(url)}: cannot open the study ({err}).") from err
     except Exception as err:  # SQLAlchemy's OperationalError: no server, wrong password, ...
-        raise UserError(f"--storage {url}: cannot connect ({type(err).__name__}: {err}).") from err
+        raise UserError(f"--storage {shown(url)}: cannot connect ({type(err).__name__}: {err}).") from err
 
 
 def held_out_validation(fit: FitConfig) -> list[str]:
@@ -142,29 +174,29 @@ def held_out_validation(fit: FitConfig) -> list[str]:
     return forced
 
 
-@contextmanager
-def worker_lock(folder: Path) -> Iterator[Any]:
-    """A file lock the workers of one machine take to decide, one at a time, whether to start another trial."""
-    with open(folder / ".tune.lock", "a") as handle:
-        yield handle
-
-
 def run_trials(
-    study: optuna.Study, space: SearchSpace, fit: FitConfig, forced: list[str], folder: Path, n: int, lock: Any
+    study: optuna.Study,
+    space: SearchSpace,
+    fit: FitConfig,
+    forced: list[str],
+    folder: Path,
+    n: int,
+    lock: StudyLock,
+    worker: int,
 ) -> None:
     """Run trials until the study holds ``n`` finished ones, counting every worker's: a trial is only started while
-    finished + running + queued trials are fewer than ``n``, decided under the lock (exact among the workers of one
-    machine; across machines, two may both start the last trial in the same instant). Then wait for the others."""
+    finished + running + queued trials are fewer than ``n``, decided under the study's lock (in the database for
+    PostgreSQL: exact for workers on any machine), and sampled there too. Then wait for the others' trials."""
     while True:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
+        with lock.held():
             fail_stale_trials(study)  # a killed worker's trial: failed, and queued again with the same parameters
             counts = tally(study.get_trials(deepcopy=False))
             trial = study.ask() if counts.waiting or counts.claimed < n else None
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            # Sampled in turn too, so that the sampler knows the parameters of every trial already running.
+            values = space.suggest(trial) if trial is not None else {}
         if trial is not None:
-            run_trial(study, trial, space, fit, forced, folder)
+            trial.set_user_attr("worker", worker)
+            run_trial(study, trial, values, space, fit, forced, folder)
         elif counts.running:
             time.sleep(HEARTBEAT_S)  # other workers' trials (or a dead one, until it is found stale)
         else:
@@ -172,10 +204,16 @@ def run_trials(
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, fit: FitConfig, forced: list[str], folder: Path
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: dict[str, Any],
+    space: SearchSpace,
+    fit: FitConfig,
+    forced: list[str],
+    folder: Path,
 ) -> None:
-    """One trial: sample, fit, and tell Optuna the validation metric, PRUNED, or FAIL with the reason."""
-    values = space.suggest(trial)
+    """One trial of the sampled ``values``: fit, and tell Optuna the validation metric, PRUNED, or FAIL with the
+    reason."""
     overrides = cli_args(values)
     trial.set_user_attr("overrides", overrides)
     run_dir = free_name(folder / f"trial_{trial.number}")  # numbers restart in another study of the same folder
@@ -201,8 +239,10 @@ def run_trial(
         study.tell(trial, state=TrialState.PRUNED)
         print(f"Trial {trial.number}: pruned ({pruned})", flush=True)
     except (KeyboardInterrupt, SystemExit):
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)  # interrupted, not failed: the next worker runs these parameters again
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        # Interrupted, not failed: queued again as a killed worker's trial is, so the next worker runs these
+        # parameters again, recorded as a retry of this trial (its `failed_trial` and `retry_history`).
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
         raise
     except Exception as err:  # the trial's own failure (a bad combination, NaN, out of memory): record it, go on
         reason = f"{type(err).__name__}: {err}"

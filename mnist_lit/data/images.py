@@ -158,6 +158,11 @@ def decode_picture(
                 raise InputReadError(f"not an image of a supported format ({', '.join(formats)})") from err
             raise InputReadError("not an image Pillow can read (arrays must be named *.npy)") from err
         raise InputReadError(f"not a readable image ({type(err).__name__}: {err})") from err
+    return picture_intensities(img)
+
+
+def picture_intensities(img: Image.Image) -> np.ndarray:
+    """An opened picture as float32 grey levels (H x W), transparent pixels counting as white paper."""
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)

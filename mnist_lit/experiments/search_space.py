@@ -3,7 +3,7 @@
 ::
 
     metric: val/acc            # logged by the model on the validation split; maximized (direction: minimize)
-    sampler: {name: TPESampler, args: {seed: 0}}    # any class of optuna.samplers
+    sampler: {name: TPESampler, args: {seed: 0}}    # any class of optuna.samplers; worker k of a study: seed + k
     pruner: {name: MedianPruner, args: {n_warmup_steps: 1}}  # any class of optuna.pruners
     params:
       model.init_args.lr: {low: 1.0e-4, high: 1.0e-2, log: true}   # a float
@@ -82,8 +82,24 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {p.key: p.suggest(trial) for p in self.params}
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
-        return _make(optuna.samplers, self.sampler, "TPESampler", "sampler")
+    def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
+        """The search file's sampler as worker ``worker`` (0, 1, ... in the order they joined the study) uses it.
+
+        Each worker of a study has a sampler of its own, so one seed for all would make every worker draw the same
+        points. Worker k's seed is the file's seed plus k: worker 0 samples exactly as the search file says, and
+        every other worker draws a stream of its own. ``QMCSampler`` keeps the one seed (its workers share one
+        scrambled sequence, numbered in the study, as Optuna's documentation asks) and only its independent
+        sampler, which draws the study's first points, gets seed + k. Without a seed, each sampler seeds itself.
+        """
+        spec = dict(self.sampler)
+        args = dict(spec.get("args") or {})
+        seed = args.get("seed")
+        if worker and isinstance(seed, int) and not isinstance(seed, bool):
+            if spec.get("name") == "QMCSampler":
+                args.setdefault("independent_sampler", optuna.samplers.RandomSampler(seed=seed + worker))
+            else:
+                args["seed"] = seed + worker
+        return _make(optuna.samplers, {**spec, "args": args}, "TPESampler", "sampler")
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         return _make(optuna.pruners, self.pruner, "MedianPruner", "pruner")

@@ -7,7 +7,7 @@ a command given an ``.onnx`` file (``classify``, ``serve``) never pays for torch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -19,14 +19,19 @@ class Runner(Protocol):
     source: Path
     #: The top probability under which an answer is "not sure" (None: no threshold, every answer is given).
     unsure_threshold: float | None
-    #: The OOD score (higher: less like a digit): ``max_softmax``, ``energy`` or ``mahalanobis``.
-    ood_method: str
-    #: The score above which an input is "not a digit" (None: none fitted, every input is taken for a digit).
-    ood_threshold: float | None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""
         ...
+
+
+class ScoredRunner(Runner, Protocol):
+    """A runner that also gives each image's OOD score (:class:`TorchRunner`, :class:`OnnxRunner`)."""
+
+    #: The OOD score (higher: less like a digit): one of ``mnist_lit.models.ood.OOD_METHODS``.
+    ood_method: str
+    #: The score above which an input is "not a digit" (None: none fitted, every input is taken for a digit).
+    ood_threshold: float | None
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The probabilities, and the (N,) float32 OOD scores, in one pass."""
@@ -34,7 +39,12 @@ class Runner(Protocol):
 
 
 def load_runner(path: str | Path) -> Runner:
-    """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch) or an exported ``.onnx`` (in ONNX Runtime)."""
+    """A :class:`Runner` for a checkpoint (``.ckpt``, run in PyTorch), a model folder (``export --output DIR/``, in
+    PyTorch without Lightning) or an exported ``.onnx`` (in ONNX Runtime)."""
+    if Path(path).is_dir():
+        from mnist_lit.inference.pretrained import load_folder  # torch and safetensors, no Lightning
+
+        return load_folder(Path(path))
     if Path(path).suffix.lower() == ".onnx":
         from mnist_lit.inference.onnx_runner import OnnxRunner  # ONNX Runtime is an optional extra: import it only here
 
@@ -45,10 +55,9 @@ def load_runner(path: str | Path) -> Runner:
 
 
 def predict_with_scores(runner: Runner, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``runner.predict(pixels)``; for a runner with ``probabilities`` only, its max-softmax scores (minus the top
-    probability), which need nothing fitted."""
-    predict = getattr(runner, "predict", None)
-    if predict is not None:
-        return predict(pixels)
+    """``runner.predict(pixels)`` for a :class:`ScoredRunner`; for a runner with ``probabilities`` only (a model
+    folder's, for now), its max-softmax scores (minus the top probability), which need nothing fitted."""
+    if hasattr(runner, "ood_method"):
+        return cast("ScoredRunner", runner).predict(pixels)
     probabilities = runner.probabilities(pixels)
     return probabilities, -probabilities.max(axis=1)

@@ -9,22 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from mnist_lit.models.base import MNISTClassifier
-
-#: Keras' BatchNormalization defaults (momentum 0.99 keeps 99% of the running statistics per step, which is
-#: PyTorch's momentum 0.01; epsilon 1e-3), so that the network trains as his did.
-KERAS_BN_EPS, KERAS_BN_MOMENTUM = 1e-3, 0.01
-
-
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
-    """Conv - ReLU - BatchNorm, in his order: batch norm after the activation."""
-    return [
-        nn.Conv2d(c_in, c_out, kernel, stride, padding),
-        nn.ReLU(),
-        nn.BatchNorm2d(c_out, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM),
-    ]
+from mnist_lit.models.layers import accurate_layers
 
 
 class AccurateCNN(MNISTClassifier):
@@ -43,14 +29,4 @@ class AccurateCNN(MNISTClassifier):
     """
 
     def __init__(self, filters: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.4, **kwargs: Any) -> None:
-        c1, c2, c3 = filters
-        net = nn.Sequential(
-            *_conv_bn(1, c1, 3), *_conv_bn(c1, c1, 3),                         # 28 -> 26 -> 24
-            *_conv_bn(c1, c1, 5, stride=2, padding=2), nn.Dropout(dropout),    # 24 -> 12
-            *_conv_bn(c1, c2, 3), *_conv_bn(c2, c2, 3),                        # 12 -> 10 -> 8
-            *_conv_bn(c2, c2, 5, stride=2, padding=2), nn.Dropout(dropout),    # 8 -> 4
-            *_conv_bn(c2, c3, 4),                                              # 4 -> 1
-            nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(c3, 10),
-        )  # fmt: skip
-        super().__init__(net, **kwargs)
+        super().__init__(accurate_layers(filters, dropout), **kwargs)

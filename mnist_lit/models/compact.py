@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.models.layers import compact_layers
 
 
 class CompactCNN(MNISTClassifier):
@@ -31,13 +30,4 @@ class CompactCNN(MNISTClassifier):
         dense_dropout: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        c1, c2 = filters
-        net = nn.Sequential(
-            nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),   # 28 -> 26 -> 13
-            nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),  # 13 -> 11 -> 5
-            nn.Flatten(),
-            nn.Linear(c2 * 5 * 5, dense_units), nn.ReLU(),
-            nn.Dropout(dense_dropout),
-            nn.Linear(dense_units, 10),
-        )  # fmt: skip
-        super().__init__(net, **kwargs)
+        super().__init__(compact_layers(filters, dense_units, conv_dropout, dense_dropout), **kwargs)

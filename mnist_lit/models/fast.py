@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.models.layers import fast_layers
 
 
 class FastCNN(MNISTClassifier):
@@ -29,12 +28,4 @@ class FastCNN(MNISTClassifier):
     """
 
     def __init__(self, filters: tuple[int, int] = (24, 32), dense_units: int = 256, **kwargs: Any) -> None:
-        c1, c2 = filters
-        net = nn.Sequential(
-            nn.Conv2d(1, c1, 5, stride=2), nn.ReLU(),          # 28 -> 12
-            nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(),  # 12 -> 10 -> 5
-            nn.Flatten(),
-            nn.Linear(c2 * 5 * 5, dense_units), nn.ReLU(),
-            nn.Linear(dense_units, 10),
-        )  # fmt: skip
-        super().__init__(net, **kwargs)
+        super().__init__(fast_layers(filters, dense_units), **kwargs)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.models.layers import keras_report_layers
 
 
 class KerasReportCNN(MNISTClassifier):
@@ -30,14 +29,4 @@ class KerasReportCNN(MNISTClassifier):
         dropout: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        c1, c2, c3 = filters
-        net = nn.Sequential(
-            nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(),   # 28 -> 26 -> 13
-            nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(),  # 13 -> 11 -> 5
-            nn.Conv2d(c2, c3, 3), nn.ReLU(),                   # 5 -> 3
-            nn.Flatten(),
-            nn.Linear(c3 * 3 * 3, dense_units), nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(dense_units, 10),
-        )  # fmt: skip
-        super().__init__(net, **kwargs)
+        super().__init__(keras_report_layers(filters, dense_units, dropout), **kwargs)

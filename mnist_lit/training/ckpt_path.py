@@ -27,6 +27,11 @@ def is_onnx(ckpt_path: Any) -> bool:
     return str(ckpt_path or "").lower().endswith(".onnx")
 
 
+def is_model_folder_path(ckpt_path: Any) -> bool:
+    """Whether ``--ckpt_path`` names a folder (a model folder, written by ``export --output DIR/``)."""
+    return bool(ckpt_path) and "://" not in str(ckpt_path) and Path(str(ckpt_path)).is_dir()
+
+
 def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Namespace | None) -> dict[str, Any] | None:
     """Fail early, with a message, on a missing, unreadable or other-network checkpoint; return its contents when it
     is a local checkpoint file (None for no checkpoint, a remote one, an ONNX model, or one of Lightning's names).
@@ -46,6 +51,12 @@ def check_checkpoint(subcommand: str, ckpt_path: str | None, model_config: Names
         if subcommand != "predict":
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path}: an ONNX model can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
+            )
+        return None
+    if is_model_folder_path(ckpt_path):  # a model folder: `predict` loads it into the configured network (the CLI)
+        if subcommand != "predict":
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: a model folder can `predict` only; `{subcommand}` needs a .ckpt checkpoint."
             )
         return None
     if str(ckpt_path) in SPECIAL_CKPT_PATHS:
