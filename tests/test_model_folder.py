@@ -133,8 +133,11 @@ def test_config_carries_the_network_its_preprocessing_and_every_buffer(folders: 
     assert config["network_args"] == {"filters": [8, 16], "dense_units": 100, "conv_dropout": 0.2, "dense_dropout": 0.5}
     contract = config["preprocessing"]
     assert contract["normalization"]["name"] == "unit" and contract["image_side"] == 28
-    assert contract["scalar_buffers"] == {"temperature": pytest.approx(1.7), "unsure_threshold": pytest.approx(0.4)}
-    assert set(config["buffers"]) == {"temperature", "unsure_threshold"}
+    assert contract["scalar_buffers"] == {
+        "temperature": pytest.approx(1.7), "unsure_threshold": pytest.approx(0.4), "ood.threshold": float("inf")
+    }  # fmt: skip
+    ood = {"ood.method", "ood.threshold", "ood.class_means", "ood.whitening"}  # the OOD score's (unfitted here)
+    assert set(config["buffers"]) == {"temperature", "unsure_threshold", *ood}
     pretrained = load_pretrained(folders["CompactCNN"])
     assert pretrained.unsure_threshold == pytest.approx(0.4)
 
