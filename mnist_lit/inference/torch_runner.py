@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
+from mnist_lit.data.normalization import Normalization, normalize
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 
@@ -36,10 +36,7 @@ class PixelClassifier(nn.Module):
 
     def logits(self, pixels: Tensor) -> Tensor:
         """The temperature-scaled logits (what attributions explain: see :mod:`mnist_lit.reporting.explanations`)."""
-        x = pixels / 255.0
-        if self.normalization == "standardize":
-            x = (x - MNIST_MEAN) / MNIST_STD
-        return self.net(x) / self.temperature
+        return self.net(normalize(pixels, self.normalization)) / self.temperature
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.logits(pixels).softmax(dim=1)
