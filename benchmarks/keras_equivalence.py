@@ -32,11 +32,11 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from mnist_lit.cli import main as mnist_lit  # noqa: E402
-from mnist_lit.inference.torch_runner import TorchRunner  # noqa: E402
+from mnist_lit.cli import main as mnist_lit
+from mnist_lit.inference.torch_runner import TorchRunner
 
 REPO = Path(__file__).resolve().parents[1]
 LOADER = Path(__file__).with_name("keras_load.py")

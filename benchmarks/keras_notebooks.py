@@ -29,6 +29,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,25 +69,25 @@ def load_mnist(data_dir: Path) -> dict[str, np.ndarray]:
 class EpochTimes:
     """Wall seconds of each epoch, validation included (``on_epoch_end`` runs after it)."""
 
-    def __init__(self, keras):
+    def __init__(self, keras: Any) -> None:
         outer = self
 
         class _Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
+            def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
                 outer._start = time.perf_counter()
 
-            def on_epoch_end(self, epoch, logs=None):
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
                 outer.seconds.append(time.perf_counter() - outer._start)
 
         self.seconds: list[float] = []
         self.callback = _Callback()
 
 
-def until_accuracy(keras, x_test, y_test, target: float):
+def until_accuracy(keras: Any, x_test: np.ndarray, y_test: np.ndarray, target: float) -> Any:
     """Stop training after the first epoch whose test accuracy reaches ``target``."""
 
     class _Callback(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             _, acc = self.model.evaluate(x_test, y_test, batch_size=256, verbose=0)
             if acc >= target:
                 self.model.stop_training = True

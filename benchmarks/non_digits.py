@@ -111,7 +111,7 @@ def main() -> None:
         for (kind, mode), (images, blank) in inputs.items():
             conf = runner.probabilities(images[:, None]).max(axis=1) if len(images) else np.zeros(0)
             entry = {
-                "images": int(len(images)),
+                "images": len(images),
                 "refused_blank": blank,
                 "threshold": threshold,
                 "unsure": float((conf < threshold).mean()) if threshold and len(conf) else None,

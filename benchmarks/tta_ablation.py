@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from mnist_lit.data.augment import apply_affine
-from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, MNISTDataModule
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.normalization import MNIST_MEAN, MNIST_STD
 from mnist_lit.training.checkpoints import load_trained_network, read_checkpoint
 
 #: Each view as (rotation in degrees, zoom, shift x, shift y in pixels), in affine_grid's output-to-input sense.

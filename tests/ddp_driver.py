@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_lit.cli import main  # noqa: E402
-from mnist_lit.data import datamodule, idx  # noqa: E402
-from mnist_lit.data.idx import IdxFileSpec  # noqa: E402
+from mnist_lit.cli import main
+from mnist_lit.data import datamodule, idx
+from mnist_lit.data.idx import IdxFileSpec
 
 
 def accept_tiny_files(raw_dir: Path) -> None:

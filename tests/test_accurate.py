@@ -241,7 +241,12 @@ def test_augmented_batches_depend_only_on_seed_epoch_and_batch(tiny_mnist: TinyM
     first, _ = _fit(tiny_mnist, epochs=3, callbacks=[checkpoints], enable_checkpointing=True)
     again, _ = _fit(tiny_mnist, epochs=3)
     other_seed, _ = _fit(tiny_mnist, epochs=1, seed=1)
-    resumed, _ = _fit(tiny_mnist, epochs=3, ckpt_path=str(tmp_path / "ckpt" / "epoch=0.ckpt"))
+    # The resumed fit gets a checkpoint callback of the same kind, whose state the checkpoint holds.
+    again_checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt_resumed", save_top_k=-1, filename="{epoch}")
+    resumed, _ = _fit(
+        tiny_mnist, epochs=3, callbacks=[again_checkpoints], enable_checkpointing=True,
+        ckpt_path=str(tmp_path / "ckpt" / "epoch=0.ckpt"),
+    )  # fmt: skip
 
     def batches(recorder: BatchRecorder, epoch: int) -> list[torch.Tensor]:
         return [images for e, _, images, _ in recorder.seen["train"] if e == epoch]

@@ -232,7 +232,7 @@ def test_noise_is_unsure_and_predict_csv_classify_and_serve_carry_the_flag(
     np.save(tmp_path / "odd.npy", images)
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "odd.npy"),
           "--data.predict_invert", "never", *QUIET, "--predict_figure", "false"])  # fmt: skip
-    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").read_text().splitlines()))
     assert rows and all(row["unsure"] == str(int(float(row["probability"]) < runner.unsure_threshold)) for row in rows)
     main(["classify", str(tmp_path / "odd.npy"), "--ckpt_path", str(ckpt), "--invert", "never",
           "--unsure_threshold", "1.0"])  # fmt: skip

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ TINY_RUN = ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false
 
 def _run(args: list[str]) -> None:
     main(args)
+
+
+def caught_messages(caught: list[warnings.WarningMessage]) -> list[Warning | str]:
+    return [w.message for w in caught]
 
 
 def test_help_lists_the_subcommands(capsys) -> None:
@@ -72,8 +77,11 @@ def test_an_old_config_listing_the_run_callbacks_still_runs_and_says_what_to_del
         {"class_path": "mnist_lit.callbacks.MetricsReport"},
     ]
     Path(tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
-    with pytest.warns(UserWarning, match=r"lists MetricsReport, which every run now has: delete it from the list"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         cli = build_cli(["--config", str(tmp_path / "old.yaml"), "--trainer.logger", "false"], run=False)
+    told = [m for m in map(str, caught_messages(caught)) if "which every run now has: delete it from the list" in m]
+    assert sorted(m.split()[2].rstrip(",") for m in told) == ["MetricsReport", "ModelCheckpoint", "PerClassMetrics"]
     kinds = [type(c) for c in cli.trainer.callbacks]  # type: ignore[attr-defined]
     assert GeometricErrorCallback is PerClassMetrics
     assert [kinds.count(k) for k in (ModelCheckpoint, PerClassMetrics, MetricsReport)] == [1, 1, 1]
@@ -132,7 +140,10 @@ def test_into_a_file_the_progress_is_one_line_per_epoch(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("mode", [["--trainer.fast_dev_run", "true"], ["--trainer.logger", "false", *TINY_RUN]])
 def test_runs_without_a_run_folder_write_nothing_into_the_current_folder(tiny_mnist: TinyMNIST, mode) -> None:
     Path("config.yaml").write_text("mine\n")  # a user's own file in the folder they run from
-    _run(["fit", "--config", str(CONFIGS / "keras_report.yaml"), *mode])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(["fit", "--config", str(CONFIGS / "keras_report.yaml"), *mode])
+    assert any("No TensorBoard or CSV logger, so no run folder" in str(m) for m in caught_messages(caught))
     assert Path("config.yaml").read_text() == "mine\n"
     assert not {"metrics.json", "figures", "lightning_logs"} & {p.name for p in Path().iterdir()}
 

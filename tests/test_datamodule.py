@@ -8,7 +8,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, MNISTDataModule
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.normalization import MNIST_MEAN, MNIST_STD
 from mnist_lit.models import CompactCNN
 from tests.helpers import TinyMNIST
 
@@ -106,7 +107,7 @@ def test_normalization_travels_with_the_checkpoint(tiny_mnist: TinyMNIST, caplog
 
 
 def test_setup_without_the_files_says_what_to_do(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="MNIST files missing from .*Run prepare_data"):
+    with pytest.raises(FileNotFoundError, match=r"MNIST files missing from .*Run prepare_data"):
         MNISTDataModule(data_dir=tmp_path).setup()
 
 

@@ -81,7 +81,7 @@ def test_summary_round_trips_and_its_table_shows_each_seed_and_the_interval(tmp_
 
 
 def test_a_folder_without_a_summary_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no summary.json"):
+    with pytest.raises(UserError, match=r"no summary\.json"):
         read_summary(tmp_path)
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(UserError, match="not a sweep summary"):

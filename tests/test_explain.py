@@ -50,6 +50,12 @@ def test_an_attribution_has_the_inputs_shape_and_is_finite(method: str) -> None:
         assert (maps >= 0).all()  # relu_attributions: only what speaks for the digit
 
 
+def width(path: Path) -> int:
+    """A PNG's width, the file closed again."""
+    with Image.open(path) as image:
+        return image.size[0]
+
+
 def test_classify_explain_writes_a_figure_per_input(checkpoint: Path, tmp_path: Path) -> None:
     from mnist_lit.cli import main
 
@@ -57,7 +63,7 @@ def test_classify_explain_writes_a_figure_per_input(checkpoint: Path, tmp_path: 
     main(["classify", str(tmp_path / "three.npy"), "--ckpt_path", str(checkpoint), "--explain", "gradcam",
           "--explain_dir", str(tmp_path / "out")])  # fmt: skip
     written = sorted((tmp_path / "out").glob("*.png"))
-    assert len(written) == 3 and all(Image.open(p).size[0] > 300 for p in written)
+    assert len(written) == 3 and all(width(p) > 300 for p in written)
     main(["classify", str(tmp_path / "three.npy"), "--ckpt_path", str(checkpoint), "--explain", "gradcam",
           "--explain_dir", str(tmp_path / "out")])  # fmt: skip
     assert len(list((tmp_path / "out").glob("*.png"))) == 6  # the first three are kept

@@ -54,7 +54,7 @@ def test_valid_files_pass() -> None:
 )
 def test_broken_image_files_are_rejected_with_a_reason(mangle, message: str) -> None:
     data, spec = _images()
-    with pytest.raises(IdxFileError, match="^somefile.gz: ") as err:
+    with pytest.raises(IdxFileError, match=r"^somefile\.gz: ") as err:
         verify_idx_bytes(mangle(data), spec, "somefile.gz")
     assert message in str(err.value)
 
@@ -70,7 +70,7 @@ def test_truncated_gzip_is_rejected() -> None:
     data, _ = _images()
     compressed = gzip.compress(data)
     assert maybe_gunzip(compressed, "x") == data
-    with pytest.raises(IdxFileError, match="x.gz: the gzip stream is truncated or corrupt"):
+    with pytest.raises(IdxFileError, match=r"x\.gz: the gzip stream is truncated or corrupt"):
         maybe_gunzip(compressed[: len(compressed) // 2], "x.gz")
 
 

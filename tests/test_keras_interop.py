@@ -323,23 +323,35 @@ def test_an_exported_model_predicts_in_keras_what_the_checkpoint_predicts(
 
 #: Loads a .keras file with a plain ``keras.models.load_model`` in a fresh process without torch (as a TensorFlow or
 #: JAX environment is), predicts, and with ``fit``, trains one batch on from the file's compile settings.
+#: torch is refused by an import hook rather than ``sys.modules["torch"] = None``, which libraries that look torch up
+#: there (scikit-learn's array API helpers, imported by Keras when installed) take for a broken torch.
+#: The fit step is seeded, and on images at a ninth of their intensity. The exported network is made confident (its
+#: weights tripled); in training mode dropout scales its logits up further, and Keras' cross-entropy clips each
+#: probability to [1e-7, 1 - 1e-7], where its gradient is zero: with unseeded dropout about one draw in 70 saturated
+#: all 16 images, the gradient was exactly zero, Adam moved nothing, and the test failed with "0 of 8 weights
+#: changed". At a ninth of the intensity (zero biases: the logits scale with it) no image saturates in 200 draws.
+#: The weights are copied before the step: on the JAX backend ``convert_to_numpy`` can be a view of the device
+#: buffer, which the jitted step donates.
 LOAD_WITHOUT_TORCH = """
-import json, sys
-sys.modules["torch"] = None
-# scikit-learn (which MLflow brings) is none of such an environment either; Keras imports it when present, and SciPy's
-# array-API helpers, reached from it, fail on the blocked torch module.
-sys.modules["sklearn"] = None
+import importlib.abc, json, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
 import keras
 import numpy as np
 model_path, images_path, out_path, fit = sys.argv[1:5]
+keras.utils.set_random_seed(0)  # before loading: each Dropout layer draws its seed when it is built
 model = keras.models.load_model(model_path)
 x = np.load(images_path).transpose(0, 2, 3, 1).astype(np.float32) / 255
 np.save(out_path, np.asarray(model.predict(x, batch_size=len(x), verbose=0)))
 report = {"backend": keras.backend.backend(), "optimizer": type(model.optimizer).__module__}
 if fit == "fit":
-    before = [np.array(w) for w in model.trainable_weights]
-    history = model.fit(x[:16], keras.utils.to_categorical(np.arange(16) % 10, 10), batch_size=16, verbose=0)
-    after = [np.array(w) for w in model.trainable_weights]
+    snapshot = lambda: [np.array(keras.ops.convert_to_numpy(w), copy=True) for w in model.trainable_weights]
+    before = snapshot()
+    history = model.fit(x[:16] / 9, keras.utils.to_categorical(np.arange(16) % 10, 10), batch_size=16, verbose=0)
+    after = snapshot()
     report.update(loss=history.history["loss"][0], steps=int(model.optimizer.iterations), weights=len(after),
                   changed=sum(not np.array_equal(a, b) for a, b in zip(before, after)))
 print(json.dumps(report))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -49,7 +51,7 @@ def test_a_class_never_predicted_has_zero_precision() -> None:
 
 
 def test_summary_is_json_ready() -> None:
-    summary = evaluation_summary(_cm({(3, 5): 2, (8, 9): 1}), k=5)
+    summary = json.loads(json.dumps(evaluation_summary(_cm({(3, 5): 2, (8, 9): 1}), k=5).as_dict()))
     assert summary["num_samples"] == 100
     assert summary["top_confusions"] == [
         {"true": 3, "predicted": 5, "count": 2},

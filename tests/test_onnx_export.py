@@ -123,7 +123,7 @@ def test_a_missing_or_corrupt_onnx_file_is_a_user_error(content: bytes | None, t
     path = tmp_path / "model.onnx"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(OnnxModelError, match="model.onnx") as info:
+    with pytest.raises(OnnxModelError, match=r"model\.onnx") as info:
         OnnxRunner(path)
     assert isinstance(info.value, UserError)
 

@@ -332,8 +332,9 @@ def test_real_mnist_as_png_files_is_predicted_as_the_test_set_is(real_raw_dir: P
           "--trainer.limit_val_batches", "1", "--test_after_fit", "false"])  # fmt: skip
     checkpoint = last_run() / "checkpoints" / "last.ckpt"
 
-    images = np.frombuffer(gzip.open(raw / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28)
-    labels = np.frombuffer(gzip.open(raw / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+    images = np.frombuffer(gzip.decompress((raw / "t10k-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
+    images = images.reshape(-1, 28, 28)
+    labels = np.frombuffer(gzip.decompress((raw / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
     n = 300
     pngs = tmp_path / "pngs"
     pngs.mkdir()

@@ -161,7 +161,7 @@ def test_an_augmented_runs_checkpoint_resumes_with_its_config_and_refuses_other_
     ranges = {"rotation": 15.0, "zoom": 0.15, "shift": 0.1, "shear": 0.0}
     checkpoint = {"optimizer_states": [], "loops": {}, "datamodule_hyper_parameters": {"augment": ranges}}
     check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**ranges)})
-    with pytest.raises(CheckpointError, match="data.augment"):
+    with pytest.raises(CheckpointError, match=r"data\.augment"):
         check_resumable("last.ckpt", checkpoint, None, {"augment": Namespace(**{**ranges, "rotation": 10.0})})
 
 

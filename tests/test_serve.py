@@ -447,3 +447,4 @@ def test_the_command_prints_its_address_and_serves(checkpoint: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server.stdout.close()  # the pipe, which Popen leaves open

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from mnist_lit.callbacks.run_folder import best_checkpoint, emit_figure, require_classifier
+from mnist_lit.callbacks.run_folder import best_checkpoint, emit_figure, require_classifier, require_datamodule
 from mnist_lit.reporting import plots
 
 
@@ -52,8 +52,8 @@ class ReportFigures(Callback):
         images again as one draw of the random transforms moves them."""
         if trainer.ckpt_path is None:  # a resumed fit keeps the curves' earlier epochs (see load_state_dict)
             self.history.clear()
-        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
-        dataset = getattr(datamodule, "data_train", None)
+        datamodule = require_datamodule(self, trainer)
+        dataset = datamodule.data_train
         if dataset is None:
             return
         generator = torch.Generator().manual_seed(self.seed)
@@ -61,7 +61,7 @@ class ReportFigures(Callback):
         images, labels = dataset.images[idx].cpu().numpy(), dataset.labels[idx].tolist()  # may live on a GPU
         titles = [f"label {y}" for y in labels]
         emit_figure(trainer, "train_samples", plots.image_grid(images, titles, "Training images"), self.dpi)
-        if getattr(datamodule, "augmentation", None) is not None:
+        if datamodule.augmentation is not None:
             moved = datamodule.augment(dataset.images[idx].unsqueeze(1), generator)[:, 0].cpu().numpy()
             fig = plots.image_grid(moved, titles, f"Augmented training images ({datamodule.augmentation})")
             emit_figure(trainer, "augmented_samples", fig, self.dpi)
@@ -128,9 +128,9 @@ class ReportFigures(Callback):
         network = require_classifier(self, pl_module)
         if "test" in network.evaluations:
             evaluation = network.evaluation("test")
-            cm = np.array(evaluation["confusion_matrix"])
+            cm = np.array(evaluation.confusion_matrix)
             emit_figure(trainer, "confusion_matrix", plots.confusion_heatmap(cm, "Test confusion matrix"), self.dpi)
-            calibration = evaluation["calibration"]
+            calibration = evaluation.calibration
             title = f"Test reliability diagram (T = {calibration['temperature']:.3g}, {int(cm.sum())} images)"
             emit_figure(trainer, "reliability", plots.reliability_diagram(calibration, title), self.dpi)
         if self._random:

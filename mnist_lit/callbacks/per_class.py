@@ -7,6 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from mnist_lit.callbacks.run_folder import require_classifier, tensorboard_writer
+from mnist_lit.reporting.metrics import Evaluation
 
 
 class PerClassMetrics(Callback):
@@ -31,21 +32,21 @@ class PerClassMetrics(Callback):
         summary = self._log_per_class(trainer, "test", pl_module)
         if summary is None:
             return
-        g = summary["geometric"]
-        confusions = ", ".join(f"{c['true']}->{c['predicted']} x{c['count']}" for c in summary["top_confusions"])
+        g = summary.geometric
+        confusions = ", ".join(f"{c.true}->{c.predicted} x{c.count}" for c in summary.top_confusions)
         rank_zero_info(
-            f"Test confusion matrix over {summary['num_samples']} images: trace accuracy {g['trace_accuracy']:.4f}, "
+            f"Test confusion matrix over {summary.num_samples} images: trace accuracy {g['trace_accuracy']:.4f}, "
             f"MAE {g['mae']:.4f}, MSE {g['mse']:.4f}, off-diagonal mass {g['off_diagonal_mass']:.4f}; "
             f"most frequent confusions (true->predicted): {confusions or 'none'}"
         )
 
-    def _log_per_class(self, trainer: pl.Trainer, stage: str, pl_module: pl.LightningModule) -> dict | None:
+    def _log_per_class(self, trainer: pl.Trainer, stage: str, pl_module: pl.LightningModule) -> Evaluation | None:
         """Per-class values go straight to TensorBoard: 20 more rows would swamp the printed test table."""
         summary = require_classifier(self, pl_module).evaluations.get(stage)
         writer = tensorboard_writer(trainer)
         if summary is None or writer is None:
             return summary
-        for kind, values in summary["per_class"].items():
+        for kind, values in (("precision", summary.precision), ("recall", summary.recall)):
             for digit, value in enumerate(values):
                 writer.add_scalar(f"{stage}_per_class/{kind}_{digit}", value, global_step=trainer.global_step)
         return summary

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+from mnist_lit.callbacks.timing import EpochClock
 
 #: Steps between redraws of the default progress bar. Lightning's default, 1, redraws it every step, which costs a
 #: measurable share of a small network's step (see the benchmark page) for redraws no one reads.
@@ -31,7 +32,7 @@ class EpochLineProgress(ProgressBar):
     def __init__(self) -> None:
         super().__init__()
         self._enabled = True
-        self._start = 0.0
+        self.clock = EpochClock()
 
     def disable(self) -> None:
         self._enabled = False
@@ -40,7 +41,7 @@ class EpochLineProgress(ProgressBar):
         self._enabled = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self.clock.start()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self._enabled and trainer.is_global_zero):
@@ -48,7 +49,7 @@ class EpochLineProgress(ProgressBar):
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
         shown = "  ".join(f"{name} {_format(value)}" for name, value in metrics.items())
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        seconds = time.perf_counter() - self._start
+        seconds = self.clock.stop()
         print(f"Epoch {trainer.current_epoch + 1}{epochs} ({seconds:.1f} s)  {shown}", file=sys.stdout, flush=True)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mnist_lit.callbacks.checkpoint import RunCheckpoint
 from mnist_lit.callbacks.figures import ReportFigures
 from mnist_lit.callbacks.per_class import PerClassMetrics
 from mnist_lit.callbacks.predictions import PredictionWriter
@@ -19,7 +20,7 @@ from mnist_lit.callbacks.timing import EpochTimer
 
 #: The run callbacks by their config keys, in the order they run.
 RUN_CALLBACKS: dict[str, type[Callback]] = {
-    "checkpoint": ModelCheckpoint,
+    "checkpoint": RunCheckpoint,
     "per_class": PerClassMetrics,
     "figures": ReportFigures,
     "epoch_timer": EpochTimer,
@@ -39,7 +40,7 @@ def with_run_callbacks(
     """
     callbacks = list(listed)
     for key, callback in run.items():
-        kind = RUN_CALLBACKS[key]
+        kind = ModelCheckpoint if isinstance(callback, ModelCheckpoint) else RUN_CALLBACKS[key]
         own = [c for c in callbacks if isinstance(c, kind)]
         if own:
             rank_zero_warn(

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
@@ -15,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
+
+from mnist_lit.callbacks.checkpoint import RunCheckpoint
 
 if TYPE_CHECKING:
     from mnist_lit.data.datamodule import MNISTDataModule
@@ -103,14 +104,15 @@ def require_datamodule(callback: Callback, trainer: pl.Trainer) -> MNISTDataModu
 
 
 def best_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:
-    """What Lightning's ``ModelCheckpoint`` knows of the best checkpoint: its path, and, when it monitors a metric,
-    that metric's name and score and the checkpoint's epoch (from 0). Empty when there is no checkpoint."""
+    """What the run's ``ModelCheckpoint`` knows of the best checkpoint: its path, and, when it monitors a metric,
+    that metric's name and score, and the checkpoint's epoch (from 0) where it is a
+    :class:`~mnist_lit.callbacks.checkpoint.RunCheckpoint`. Empty when there is no checkpoint."""
     callback = trainer.checkpoint_callback
     if not isinstance(callback, ModelCheckpoint) or not callback.best_model_path:
         return {}
     facts: dict[str, Any] = {"best_checkpoint": callback.best_model_path}
     if callback.monitor is not None and callback.best_model_score is not None:
-        # This run's own checkpoint, just written by this process; it may pickle the data module's hyperparameters.
-        saved = torch.load(callback.best_model_path, map_location="cpu", weights_only=False, mmap=True)
-        facts.update(monitor=callback.monitor, best_score=float(callback.best_model_score), best_epoch=saved["epoch"])
+        facts.update(monitor=callback.monitor, best_score=float(callback.best_model_score))
+        if isinstance(callback, RunCheckpoint) and callback.best_epoch is not None:
+            facts["best_epoch"] = callback.best_epoch
     return facts

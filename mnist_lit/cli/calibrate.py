@@ -8,12 +8,8 @@ evaluated before and after, for the record only: nothing is fitted on it.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mnist_lit.cli.preflight import check_mnist_folder
 from mnist_lit.cli.writable import check_writable_file
@@ -25,7 +21,7 @@ from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP
 from mnist_lit.training.calibrate import calibrate, check_calibratable, nll_and_calibration, split_logits
 from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
 from mnist_lit.training.ood import check_ood_fittable, fit_ood
-from mnist_lit.utils.io import atomic_write_bytes
+from mnist_lit.utils.io import atomic_torch_save, atomic_write_json
 
 PROG = "python -m mnist_lit calibrate"
 
@@ -152,11 +148,9 @@ def main(argv: list[str]) -> None:
         if name in ("temperature", "unsure_threshold") or name.startswith("ood."):
             checkpoint["state_dict"][name] = value.clone()
     checkpoint["calibration"] = record
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    atomic_write_bytes(target, buffer.getvalue())
+    atomic_torch_save(target, checkpoint)
     if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write_json(Path(args.json), record)
     print(result.summary())
     print(
         f"Test set ({len(test_labels)} images, not used to fit): NLL {test_before['nll']:.4f} -> "

@@ -91,11 +91,11 @@ def entry_point() -> None:
 def exit_without_finalizing(code: int | str | None) -> NoReturn:
     """End the process as ``sys.exit(code)`` would, minus the interpreter's finalization.
 
-    Finalizing an interpreter that has imported torch raises its resident memory by about 110 MiB in the last tenth
-    of a second (measured with the CUDA build of torch 2.14 on a CPU: ``import torch``, then exit, 522 -> 631 MiB),
-    so a run's peak memory would be set by its exit. Everything Python would still do is done first: the other
-    threads are joined, the ``atexit`` handlers run (logging's flush among them) and the standard streams are
-    flushed; every file ``mnist_lit`` writes is closed by then. Only the command-line entry points call this;
+    Finalizing an interpreter that has imported torch raises its resident memory in its last moments (by how
+    much: the benchmark page, "Fixed costs of a command"), so a run's peak memory would be set by its exit.
+    Everything Python would still do is done first: the other threads are joined, the ``atexit`` handlers run
+    (logging's flush among them) and the standard streams are flushed; every file ``mnist_lit`` writes is closed by
+    then. Only the command-line entry points call this;
     ``mnist_lit.cli.main`` in a program of your own returns normally.
     """
     if code is None:

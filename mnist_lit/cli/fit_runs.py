@@ -2,7 +2,8 @@
 in-process.
 
 Runs are in-process (one :func:`~mnist_lit.cli.lightning_cli.build_cli` per run) rather than one subprocess each:
-the package and torch are imported once instead of once per seed or trial (about 10 s here), ``tune`` can hand the
+the package and torch are imported once instead of once per seed or trial (seconds each: see the benchmark page),
+``tune`` can hand the
 live Optuna trial to a pruning callback, and the results are read from the Trainer rather than parsed from output.
 """
 

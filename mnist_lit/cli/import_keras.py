@@ -4,14 +4,11 @@ networks turned into an ordinary checkpoint of the config's network, written who
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mnist_lit.cli.conversion import PROG, ExportError, check_output, configured_network
-from mnist_lit.utils.io import atomic_write_bytes
+from mnist_lit.utils.io import atomic_torch_save
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,9 +74,7 @@ def main(argv: list[str]) -> None:
     network = f"{type(model).__name__} (--config {' '.join(args.config)})"
     check_architecture(source, model.net, network)
     model.net.load_state_dict(keras_to_state_dict(source, model.net))
-    buffer = io.BytesIO()
-    torch.save(imported_checkpoint(model, datamodule, source), buffer)
-    atomic_write_bytes(output, buffer.getvalue())
+    atomic_torch_save(output, imported_checkpoint(model, datamodule, source))
     version = f", Keras {source.keras_version}" if source.keras_version else ""
     config = " ".join(f"--config {c}" for c in args.config)
     print(

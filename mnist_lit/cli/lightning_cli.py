@@ -11,12 +11,13 @@ import signal
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.callbacks import PredictionWriter, ResumeHint, RunConfigSaver
+from mnist_lit.callbacks import EpochTimer, MetricsReport, PredictionWriter, ResumeHint, RunConfigSaver
 from mnist_lit.callbacks.mlflow_tracking import MLflowTracking
 from mnist_lit.callbacks.progress import default_progress_bar
 from mnist_lit.callbacks.run_callbacks import RUN_CALLBACKS, with_run_callbacks
@@ -175,6 +176,11 @@ class MNISTLitCLI(LightningCLI):
         run = {key: self.config_init[f"{prefix}{key}"] for key in RUN_CALLBACKS}
         checkpointing = trainer_config.get("enable_checkpointing") is not False
         callbacks = with_run_callbacks(listed if isinstance(listed, list) else [listed], run, checkpointing)
+        run_config = self.config.get(str(self.subcommand), self.config)  # as RunConfigSaver writes it
+        config = yaml.safe_load(self._parser(self.subcommand).dump(run_config, skip_none=False))
+        timer = next((c for c in callbacks if isinstance(c, EpochTimer)), None)
+        for report in (c for c in callbacks if isinstance(c, MetricsReport)):
+            report.use_run(config, timer)  # the config as config.yaml records it, without reading that file back
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):

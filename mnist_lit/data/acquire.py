@@ -22,7 +22,7 @@ from mnist_lit.data import idx
 from mnist_lit.data.idx import IdxFileError, IdxFileSpec, maybe_gunzip, verify_idx_bytes
 from mnist_lit.data.sources import LocalGzipSource, PyPIWheelSource, Source, SourceError, UrlSource
 from mnist_lit.errors import UserError
-from mnist_lit.utils.io import atomic_write_bytes, free_name
+from mnist_lit.utils.io import atomic_write_bytes, atomic_write_json, free_name
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class MNISTUnavailableError(UserError):
 class VerifiedFiles:
     """The files an earlier check verified, each remembered by its size, modification time and expected SHA-256.
 
-    Checking the four files reads and hashes 55 MB, about 0.1 s, on every ``fit``, ``test`` and ``predict``: a file
+    Checking the four files reads and hashes 55 MB on every ``fit``, ``test`` and ``predict``: a file
     whose size and modification time are those it had when it passed is not read again, as ``make`` and ``rsync``
     decide what changed. The record is ``<raw_dir>/../verified.json``; an unreadable one is ignored and rewritten, and
     one that cannot be written (a read-only folder) only costs the next run the full check.
@@ -68,7 +68,7 @@ class VerifiedFiles:
         if not self.changed:
             return
         try:
-            atomic_write_bytes(self.path, (json.dumps(self.entries, indent=1) + "\n").encode())
+            atomic_write_json(self.path, self.entries, indent=1)
         except OSError as err:
             log.debug("Could not record the verified MNIST files in %s: %s", self.path, err)
         self.changed = False

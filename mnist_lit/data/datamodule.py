@@ -23,14 +23,11 @@ from mnist_lit.data.acquire import ensure_mnist_files
 from mnist_lit.data.augment import Augmentation, random_affine
 from mnist_lit.data.datasets import EpochShuffleSampler, TensorImageDataset, keep_batch, own_generator, take
 from mnist_lit.data.images import InvertMode, PredictInputError, load_predict_inputs
+from mnist_lit.data.normalization import Normalization, formula, normalize, standardize, to_unit
 
 log = logging.getLogger(__name__)
 
-#: Mean and std of the MNIST training pixels after /255, the usual constants for standardization.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
 ValSplit = Literal["keras", "random", "test"]
-Normalization = Literal["unit", "standardize"]
 
 
 class MNISTDataModule(LightningDataModule):
@@ -41,7 +38,8 @@ class MNISTDataModule(LightningDataModule):
         batch_size: training batch size (per process under DDP).
         eval_batch_size: batch size for validation, test and predict; it changes speed and memory, not the counts
             (the mean loss only in its last bits, from the order of summation). 256 is faster here than 1000 and
-            keeps a fit's peak memory about 130 MiB lower: a batch's activations are the largest thing a run holds.
+            keeps a fit's peak memory lower (the benchmark page has the figure): a batch's activations are the
+            largest thing a run holds.
         val_split: ``keras`` holds out the last ``val_fraction`` of the training arrays, unshuffled, as Keras'
             ``validation_split``; ``random`` a seeded random subset of that size; ``test`` validates on the
             official test set (notebook B) and trains on all 60,000 images.
@@ -173,7 +171,7 @@ class MNISTDataModule(LightningDataModule):
             "random": f"a random {fraction} of the training set, seed {self.hparams.seed}",
             "test": "the test set, as notebook B's validation_data",
         }[self.hparams.val_split]
-        scaling = "pixels / 255" if self.normalization == "unit" else f"(pixels / 255 - {MNIST_MEAN}) / {MNIST_STD}"
+        scaling = formula(self.normalization)
         side = train.images.shape[-1]
         counts = torch.bincount(train.labels.cpu(), minlength=10).tolist()
         balance = ", ".join(f"{digit}: {count:,}" for digit, count in enumerate(counts))
@@ -207,7 +205,7 @@ class MNISTDataModule(LightningDataModule):
         """Indices of the training and validation images among the ``n`` training images (None: use test)."""
         if self.hparams.val_split == "test":
             return torch.arange(n), None
-        n_val = int(round(n * self.hparams.val_fraction))
+        n_val = round(n * self.hparams.val_fraction)
         if self.hparams.val_split == "keras":
             order = torch.arange(n)
         else:
@@ -265,12 +263,7 @@ class MNISTDataModule(LightningDataModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 pixels to float, on whatever device ``images`` is on: /255, then standardized if chosen."""
-        return self._standardize(images.float().div_(255.0))
-
-    def _standardize(self, x: Tensor) -> Tensor:
-        if self.normalization == "standardize":
-            x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
-        return x
+        return normalize(images, self.normalization)
 
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """uint8 images (N x 1 x H x W) as pixels / 255, each moved by its own random transform from ``generator``
@@ -279,7 +272,7 @@ class MNISTDataModule(LightningDataModule):
         The transforms work on pixels / 255, whose background is 0, the value they give the pixels that come from
         outside the image; standardizing first would make those mid-grey. Standardization comes after.
         """
-        return random_affine(images.float().div_(255.0), self.augmentation or Augmentation(), generator)
+        return random_affine(to_unit(images), self.augmentation or Augmentation(), generator)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Convert the uint8 images to normalized floats after they reach the device (4x less to copy), and
@@ -290,7 +283,7 @@ class MNISTDataModule(LightningDataModule):
         images, *rest = batch
         trainer = self.trainer
         if self.augmentation is not None and trainer is not None and trainer.training:
-            return (self._standardize(self.augment(images, self._batch_generator())), *rest)
+            return (standardize(self.augment(images, self._batch_generator()), self.normalization), *rest)
         return (self.normalize(images), *rest)
 
     def _batch_generator(self) -> torch.Generator:

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_lit.data.normalization import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.errors import UserError
 
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
 
 
 class IdxFileError(UserError, ValueError):

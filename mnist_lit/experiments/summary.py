@@ -9,7 +9,7 @@ from typing import Any
 
 from mnist_lit.errors import UserError
 from mnist_lit.experiments.stats import spread
-from mnist_lit.utils.io import atomic_write_bytes
+from mnist_lit.utils.io import atomic_write_json
 
 SUMMARY_NAME = "summary.json"
 
@@ -34,7 +34,7 @@ def build_summary(
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> Path:
     """Write ``folder/summary.json`` atomically: a reader never sees half of it, a kill never leaves it broken."""
     path = folder / SUMMARY_NAME
-    atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(path, summary)
     return path
 
 

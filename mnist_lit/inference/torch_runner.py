@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
+from mnist_lit.data.normalization import Normalization, normalize
 from mnist_lit.models.ood import OODScorer, ood_score, uses_features
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
@@ -51,22 +51,16 @@ class PixelClassifier(nn.Module):
         model = trained.model
         return cls(model.net, trained.normalization, float(model.temperature), model.ood).eval()
 
-    def _normalized(self, pixels: Tensor) -> Tensor:
-        x = pixels / 255.0
-        if self.normalization == "standardize":
-            x = (x - MNIST_MEAN) / MNIST_STD
-        return x
-
     def logits(self, pixels: Tensor) -> Tensor:
         """The temperature-scaled logits (what attributions explain: see :mod:`mnist_lit.reporting.explanations`)."""
-        return self.net(self._normalized(pixels)) / self.temperature
+        return self.net(normalize(pixels, self.normalization)) / self.temperature
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.logits(pixels).softmax(dim=1)
 
     def scored(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """The probabilities (N x 10) and the OOD score (N,) in one pass."""
-        x = self._normalized(pixels)
+        x = normalize(pixels, self.normalization)
         if uses_features(self.ood_method):
             features = self.net[:-1](x)  # type: ignore[index]  # a network with a fitted feature score ends in Linear
             raw = self.net[-1](features)  # type: ignore[index]

@@ -1,4 +1,4 @@
-"""What the two notebook networks share: the loss, the metrics, the optimizer and the steps.
+"""What every network of mnist_lit shares: the loss, the metrics, the evaluation, the optimizer and the steps.
 
 A network class only builds its layers and hands them to :class:`MNISTClassifier`.
 """
@@ -20,7 +20,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from mnist_lit.models.ood import OODScorer
 from mnist_lit.reporting.calibration import N_BINS, reliability_bins
-from mnist_lit.reporting.metrics import evaluation_summary
+from mnist_lit.reporting.metrics import Evaluation, evaluation_summary
 
 STAGES = ("train", "val", "test")
 
@@ -124,7 +124,7 @@ class MNISTClassifier(LightningModule):
         self._logged_this_epoch: set[str] = set()
         self._resumed_rng_state: dict[str, Any] | None = None
         #: The latest evaluation of each of ``val`` and ``test`` (see :meth:`_evaluate`), for the report writers.
-        self.evaluations: dict[str, dict[str, Any]] = {}
+        self.evaluations: dict[str, Evaluation] = {}
         #: What temperature scaling found after this process's fit (validation before and after), if it ran.
         self.calibration_fit: dict[str, Any] | None = None
         #: What fitting the OOD score found after this process's fit (see :mod:`mnist_lit.training.ood`), if it ran.
@@ -283,11 +283,10 @@ class MNISTClassifier(LightningModule):
         cm = self.confusion[f"{stage}_cm"].compute().cpu()
         if cm.sum() == 0:
             return
-        summary = evaluation_summary(cm)
-        summary["calibration"] = self._calibration_summary(stage)
+        summary = evaluation_summary(cm, calibration=self._calibration_summary(stage))
         self.evaluations[stage] = summary
-        self.log_dict({f"{stage}/{name}": value for name, value in summary["geometric"].items()}, sync_dist=False)
-        errors = {f"{stage}/{name}": summary["calibration"][name] for name in ("ece", "mce")}
+        self.log_dict({f"{stage}/{name}": value for name, value in summary.geometric.items()}, sync_dist=False)
+        errors = {f"{stage}/{name}": summary.calibration[name] for name in ("ece", "mce")}
         self.log_dict(errors, sync_dist=False)
 
     def _calibration_summary(self, stage: str) -> dict[str, Any]:
@@ -304,8 +303,8 @@ class MNISTClassifier(LightningModule):
             **bins,
         }
 
-    def evaluation(self, stage: str) -> dict[str, Any]:
-        """The latest finished evaluation of ``stage`` (``val`` or ``test``), as :func:`evaluation_summary` gives it."""
+    def evaluation(self, stage: str) -> Evaluation:
+        """The latest finished evaluation of ``stage`` (``val`` or ``test``)."""
         if stage not in self.evaluations:
             raise RuntimeError(f"no {stage} evaluation has finished yet: read it after the {stage} epoch ends")
         return self.evaluations[stage]

@@ -1,8 +1,8 @@
 """A network built for speed to 99%, not after a notebook: after tuomaso/train_mnist_fast's final network.
 
 That network reaches 99% test accuracy in one epoch on a GPU: a 5x5 convolution of 24 maps, max-pooling before the
-ReLU, a 3x3 convolution of 32 maps, max-pooling, a dense layer of 256. On a 2-core CPU the first convolution and
-its pooling take about a third of each step: here a stride-2 5x5 convolution makes the 12x12 maps directly, with 4
+ReLU, a 3x3 convolution of 32 maps, max-pooling, a dense layer of 256. On a CPU the first convolution and its
+pooling take a large share of each step: here a stride-2 5x5 convolution makes the 12x12 maps directly, with 4
 times fewer multiply-adds. That costs a little accuracy, which label smoothing (``configs/fast.yaml``) more than
 recovers; the benchmark page has the measurements. 0.98 million multiply-adds per image, against 2.83 million for
 the report network.

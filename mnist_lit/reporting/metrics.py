@@ -7,6 +7,7 @@ less than a 1 read as 9, which plain accuracy cannot tell apart.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -59,13 +60,55 @@ def top_confusions(cm: Tensor | Any, k: int = 5) -> list[tuple[int, int, int]]:
     return [(i, j, count) for count, i, j in pairs[:k]]
 
 
-def evaluation_summary(cm: Tensor | Any, k: int = 5) -> dict[str, Any]:
-    """Everything the report says about one confusion matrix, as plain JSON-ready values."""
+@dataclass(frozen=True)
+class Confusion:
+    """One kind of mistake: how often digit ``true`` was read as ``predicted``."""
+
+    true: int
+    predicted: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation (a validation epoch, a test) says about the network: its confusion matrix, summed over all
+    processes, and everything derived from it, with the calibration of its probabilities.
+
+    The network computes it once per epoch (:meth:`~mnist_lit.models.base.MNISTClassifier.evaluation`); the figures,
+    TensorBoard and ``metrics.json`` read it. :meth:`as_dict` is its JSON form.
+    """
+
+    confusion_matrix: list[list[int]]
+    geometric: dict[str, float]
+    precision: list[float]
+    recall: list[float]
+    top_confusions: list[Confusion]
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(map(sum, self.confusion_matrix))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values, in the layout of ``metrics.json``."""
+        return {
+            "num_samples": self.num_samples,
+            "confusion_matrix": self.confusion_matrix,
+            "geometric": self.geometric,
+            "per_class": {"precision": self.precision, "recall": self.recall},
+            "top_confusions": [asdict(c) for c in self.top_confusions],
+            "calibration": self.calibration,
+        }
+
+
+def evaluation_summary(cm: Tensor | Any, k: int = 5, calibration: dict[str, Any] | None = None) -> Evaluation:
+    """Everything the report says about one confusion matrix (with ``calibration``, when known)."""
     precision, recall = per_class_precision_recall(cm)
-    return {
-        "num_samples": int(_as_counts(cm).sum().item()),
-        "confusion_matrix": torch.as_tensor(cm).to(torch.int64).tolist(),
-        "geometric": geometric_errors(cm),
-        "per_class": {"precision": precision, "recall": recall},
-        "top_confusions": [{"true": i, "predicted": j, "count": n} for i, j, n in top_confusions(cm, k)],
-    }
+    return Evaluation(
+        confusion_matrix=torch.as_tensor(cm).to(torch.int64).tolist(),
+        geometric=geometric_errors(cm),
+        precision=precision,
+        recall=recall,
+        top_confusions=[Confusion(i, j, n) for i, j, n in top_confusions(cm, k)],
+        calibration=calibration or {},
+    )

@@ -25,8 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
+from mnist_lit.data.normalization import IMAGE_SIDE
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner, predict_with_scores
 from mnist_lit.reporting.calibration import is_unsure
@@ -42,9 +42,9 @@ MAX_PIXELS = 4096 * 4096
 #: The only decoders an upload may reach: the formats a browser or a phone makes. Pillow can read many more, some
 #: through external programs (EPS runs Ghostscript), which a server should not run on strangers' bytes.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
-#: How many pictures are decoded and preprocessed at once. A picture at MAX_PIXELS takes about 0.9 GB while it is
-#: read and preprocessed (measured: a 4096 x 4096 JPEG), so large uploads queue rather than exhaust the memory; a
-#: drawing from the page (280 x 280) takes a few milliseconds and hardly waits.
+#: How many pictures are decoded and preprocessed at once. A picture at MAX_PIXELS takes about a gigabyte while it
+#: is read and preprocessed (the benchmark page has the measurement), so large uploads queue rather than exhaust the
+#: memory; a drawing from the page (280 x 280) hardly waits.
 DECODE_SLOTS = 2
 #: The page may load only its own files and talk only to its own server: no CDN, no inline script.
 SECURITY_HEADERS = [

@@ -7,7 +7,6 @@ one of them refuses a bad file with the same message.
 from __future__ import annotations
 
 import importlib
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lit.data.datamodule import MNISTDataModule, Normalization
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.normalization import Normalization
 from mnist_lit.errors import CheckpointError
 from mnist_lit.models.base import MNISTClassifier
-from mnist_lit.utils.io import atomic_write_bytes
+from mnist_lit.utils.io import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,9 +35,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path) or storage_options is not None:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        atomic_torch_save(Path(path), checkpoint)
 
 
 def read_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once, at import: changing the umask later would race with other threads
@@ -24,6 +27,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: Path, value: Any, indent: int = 2) -> None:
+    """Write ``value`` as indented JSON, with a final newline, atomically (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, (json.dumps(value, indent=indent) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, value: Any) -> None:
+    """``torch.save(value)`` to ``path`` atomically: serialized in memory, then :func:`atomic_write_bytes`."""
+    import torch  # imported when used: the commands without torch (classify with ONNX) import this module
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def free_name(path: Path, keep_suffix: bool = False) -> Path:

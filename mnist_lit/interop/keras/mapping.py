@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD, Normalization
+from mnist_lit.data.normalization import MNIST_MEAN, MNIST_STD, Normalization
 from mnist_lit.errors import UserError
 from mnist_lit.interop.keras.files import KerasModelFile
 from mnist_lit.interop.keras.network import torch_padding, weighted_layers
