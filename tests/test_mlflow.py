@@ -11,7 +11,7 @@ from mnist_lit.cli import main
 from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
 
 pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402  (after the skip)
+from mlflow.tracking import MlflowClient
 
 OVERLAY = ["--config", str(CONFIGS / "compact.yaml"), "--config", str(CONFIGS / "mlflow.yaml")]
 QUIET = ["--trainer.enable_progress_bar", "false"]

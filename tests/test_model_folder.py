@@ -25,9 +25,9 @@ from tests.helpers import CONFIGS, REPO_ROOT, exit_code, make_tiny_mnist, refuse
 pytest.importorskip("onnxruntime")
 pytest.importorskip("safetensors")
 pytest.importorskip("huggingface_hub")
-from mnist_lit.inference.pretrained import load_pretrained  # noqa: E402  (after the skips: it needs them)
-from mnist_lit.inference.pretrained_network import ModelFolderError, PretrainedNetwork  # noqa: E402
-from mnist_lit.interop.model_folder import write_model_folder  # noqa: E402
+from mnist_lit.inference.pretrained import load_pretrained
+from mnist_lit.inference.pretrained_network import ModelFolderError, PretrainedNetwork
+from mnist_lit.interop.model_folder import write_model_folder
 
 NETWORKS = ("CompactCNN", "KerasReportCNN", "FastCNN", "AccurateCNN")
 SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false"]

@@ -77,7 +77,7 @@ def test_a_data_dir_holding_the_files_is_not_asked_to_be_writable(tiny_mnist: Ti
     """A shared, read-only copy of MNIST is fine: only a folder the files must be fetched into has to be writable."""
     monkeypatch.setattr(preflight, "unwritable_reason", lambda folder: "it is read-only")
     preflight.check_data_dir(Namespace(data_dir=str(tiny_mnist.data_dir)), "fit")
-    with pytest.raises(preflight.UserError, match="--data.data_dir elsewhere: the MNIST files are fetched into"):
+    with pytest.raises(preflight.UserError, match=r"--data.data_dir elsewhere: the MNIST files are fetched into"):
         preflight.check_data_dir(Namespace(data_dir="elsewhere"), "fit")
 
 

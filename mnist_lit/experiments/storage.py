@@ -132,7 +132,7 @@ class StudyLock:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
             return
         if self._file is None:
-            self._file = open(self._lock_path, "a")  # noqa: SIM115  # kept open for the lock's lifetime
+            self._file = open(self._lock_path, "a")  # kept open for the lock's lifetime
         fcntl.flock(self._file, fcntl.LOCK_EX)
         try:
             yield

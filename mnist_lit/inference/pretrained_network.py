@@ -28,7 +28,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from mnist_lit.data.idx import IMAGE_SIDE
+from mnist_lit.data.normalization import IMAGE_SIDE, MNIST_MEAN, MNIST_STD
 from mnist_lit.errors import UserError
 from mnist_lit.models.layers import LAYERS
 
@@ -277,8 +277,6 @@ def preprocessing_contract(normalization: str, scalars: dict[str, float]) -> dic
     if normalization == "unit":
         norm = {"name": "unit", "formula": "pixels / 255", "mean": 0.0, "std": 1.0}
     else:
-        from mnist_lit.data.datamodule import MNIST_MEAN, MNIST_STD
-
         norm = {"name": normalization, "formula": f"(pixels / 255 - {MNIST_MEAN}) / {MNIST_STD}", "mean": MNIST_MEAN,
                 "std": MNIST_STD}  # fmt: skip
     return {

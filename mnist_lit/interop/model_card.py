@@ -57,7 +57,7 @@ def eval_results(metrics: dict[str, Any], model_name: str) -> list[EvalResult]:
                     metric_type=metric_type,
                     metric_name=metric_name,
                     metric_value=float(value),
-                )  # fmt: skip
+                )
             )
     return results
 
