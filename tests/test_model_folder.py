@@ -119,7 +119,7 @@ def test_every_file_of_the_folder_gives_the_checkpoints_probabilities(
             found = {
                 "from_pretrained": mixin(torch.from_numpy(x)).numpy(),
                 "load_pretrained": pretrained.predict(x, preprocess=False).probabilities,
-                "model.pt2": program(torch.from_numpy(x)).numpy(),
+                "model.pt2": program(torch.from_numpy(x))[0].numpy(),
                 "model.onnx": session.run(None, {"image": x})[0],
             }
         for name, probabilities in found.items():
@@ -127,33 +127,64 @@ def test_every_file_of_the_folder_gives_the_checkpoints_probabilities(
             assert np.abs(probabilities - expected[:batch]).max() <= PARITY, (name, batch)
 
 
+def strict_json(text: str) -> object:
+    """``json.loads`` that refuses Python's ``Infinity``/``NaN`` (not standard JSON; other parsers reject them)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not standard JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_config_carries_the_network_its_preprocessing_and_every_buffer(folders: dict[str, Path]) -> None:
-    config = json.loads((folders["CompactCNN"] / "config.json").read_text())
+    config = strict_json((folders["CompactCNN"] / "config.json").read_text())
+    assert isinstance(config, dict)
     assert config["network"] == "CompactCNN"
     assert config["network_args"] == {"filters": [8, 16], "dense_units": 100, "conv_dropout": 0.2, "dense_dropout": 0.5}
     contract = config["preprocessing"]
     assert contract["normalization"]["name"] == "unit" and contract["image_side"] == 28
     assert contract["scalar_buffers"] == {
-        "temperature": pytest.approx(1.7), "unsure_threshold": pytest.approx(0.4), "ood.threshold": float("inf")
-    }  # fmt: skip
+        "temperature": pytest.approx(1.7),
+        "unsure_threshold": pytest.approx(0.4),
+        "ood.threshold": None,
+    }  # fmt: skip  (unfitted: inf in the weights, null in standard JSON)
+    assert contract["ood_score"]["method"] == "max_softmax" and contract["ood_score"]["threshold"] is None
     ood = {"ood.method", "ood.threshold", "ood.class_means", "ood.whitening"}  # the OOD score's (unfitted here)
     assert set(config["buffers"]) == {"temperature", "unsure_threshold", *ood}
     pretrained = load_pretrained(folders["CompactCNN"])
     assert pretrained.unsure_threshold == pytest.approx(0.4)
+    assert pretrained.ood_method == "max_softmax" and pretrained.ood_threshold is None
+    assert "Not a digit: no threshold was fitted" in (folders["CompactCNN"] / "README.md").read_text()
+
+
+def test_a_folder_that_wrote_infinity_still_loads(folders: dict[str, Path], tmp_path: Path) -> None:
+    """Folders exported before the threshold was written as null have ``Infinity`` in config.json."""
+    from mnist_lit.inference.pretrained_network import write_checksums
+
+    folder = shutil.copytree(folders["CompactCNN"], tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["preprocessing"]["scalar_buffers"]["ood.threshold"] = float("inf")
+    del config["preprocessing"]["ood_score"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "Infinity" in (folder / "config.json").read_text()
+    write_checksums(folder)
+    pretrained = load_pretrained(folder)
+    assert pretrained.ood_method == "max_softmax" and pretrained.ood_threshold is None
+    assert not pretrained.predict(np.zeros((2, 28, 28), np.uint8), preprocess=False).not_digit.any()
 
 
 def test_a_buffer_the_checkpoint_adds_later_travels_in_the_folder(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """Buffers beside temperature (say, out-of-distribution statistics and a threshold) need no change here."""
+    """Buffers beside temperature (say, a drift detector's statistics and a threshold) need no change here."""
     trained = load_trained_network(checkpoints["FastCNN"])
-    trained.model.register_buffer("ood_threshold", torch.tensor(-3.25))
-    trained.model.register_buffer("ood_mean", torch.arange(10, dtype=torch.float32))
+    trained.model.register_buffer("drift_threshold", torch.tensor(-3.25))
+    trained.model.register_buffer("drift_mean", torch.arange(10, dtype=torch.float32))
     images = verification_images(Path("nowhere"), 20)[0]
     write_model_folder(trained, tmp_path / "m", images, 1e-5, None, "none")
     network = PretrainedNetwork.from_pretrained(tmp_path / "m")
-    assert float(network.ood_threshold) == -3.25 and torch.equal(network.ood_mean, torch.arange(10.0))
+    assert float(network.drift_threshold) == -3.25 and torch.equal(network.drift_mean, torch.arange(10.0))
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["buffers"]["ood_mean"] == {"shape": [10], "dtype": "float32"}
-    assert config["preprocessing"]["scalar_buffers"]["ood_threshold"] == -3.25
+    assert config["buffers"]["drift_mean"] == {"shape": [10], "dtype": "float32"}
+    assert config["preprocessing"]["scalar_buffers"]["drift_threshold"] == -3.25
 
 
 def test_nothing_in_the_folder_needs_pickle(
@@ -174,7 +205,7 @@ def test_nothing_in_the_folder_needs_pickle(
     program = torch.export.load(folder / "model.pt2").module()
     load_pretrained(folder)
     assert calls and all(flag is True for flag in calls)  # the .pt2's sample inputs; its weights are raw bytes
-    assert program(torch.from_numpy(images[:3])).shape == (3, 10)
+    assert [out.shape for out in program(torch.from_numpy(images[:3]))] == [(3, 10), (3,)]  # probabilities, score
 
 
 def test_the_card_header_parses_and_its_numbers_are_metrics_json(
@@ -276,3 +307,113 @@ def test_a_failed_check_leaves_nothing_and_a_folder_of_other_things_is_never_rep
     (mine / "notes.txt").write_text("keep me")
     assert exit_code(["export", "--ckpt_path", ckpt, "--output", str(mine), "--overwrite"]) == 1
     assert "not a model folder" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def fitted(checkpoints: dict[str, Path], images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The compact checkpoint (T = 1.7) with a fitted "not a digit" score (``mahalanobis_normalized``: the feature
+    path; statistics and threshold fitted by hand on the check images, so that half of them are "not a digit"),
+    exported once as a model folder."""
+    from mnist_lit.models.ood import mahalanobis_statistics, unit_length
+
+    root = tmp_path_factory.mktemp("fitted")
+    checkpoint = torch.load(checkpoints["CompactCNN"], weights_only=False)
+    model = load_trained_network(checkpoints["CompactCNN"]).model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images) / 255.0  # the compact network's normalization is "unit"
+        means, whitening = mahalanobis_statistics(unit_length(model.features(x)), torch.arange(len(x)) % 10)
+        model.ood.set("mahalanobis_normalized", 0.0, means, whitening)
+        scores = model.logits_and_ood_score(x)[1].sort().values
+        middle = len(scores) // 2  # halfway between two scores: no image sits on the threshold
+        model.ood.set("mahalanobis_normalized", float(scores[middle - 1 : middle + 1].mean()), means, whitening)
+    checkpoint["state_dict"] = model.state_dict()
+    ckpt = root / "fitted.ckpt"
+    torch.save(checkpoint, ckpt)
+    main(["export", "--ckpt_path", str(ckpt), "--output", f"{root / 'folder'}/", "--data_dir", "nowhere"])
+    return {"ckpt": ckpt, "folder": root / "folder", "threshold": float(model.ood.threshold)}
+
+
+def test_a_fitted_folder_gives_the_checkpoints_scores_and_verdicts_from_every_file(
+    fitted: dict, images: np.ndarray
+) -> None:
+    import onnxruntime as ort
+
+    from mnist_lit.inference.torch_runner import TorchRunner
+
+    folder, checkpoint = fitted["folder"], TorchRunner(fitted["ckpt"])
+    assert checkpoint.ood_method == "mahalanobis_normalized" and checkpoint.ood_threshold == fitted["threshold"]
+    pixels = np.concatenate([images, np.random.default_rng(1).integers(0, 256, (20, 1, 28, 28)).astype(np.float32)])
+    p_expected, s_expected = checkpoint.predict(pixels)
+    verdicts = s_expected > checkpoint.ood_threshold
+    assert 0 < verdicts.sum() < len(pixels)  # both verdicts occur, so a wrong one is seen
+    program = torch.export.load(folder / "model.pt2").module()
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        p_program, s_program = (t.numpy() for t in program(torch.from_numpy(pixels)))
+    found = {"model.pt2": (p_program, s_program), "model.onnx": tuple(session.run(None, {"image": pixels}))}
+    for path in (folder, fitted["ckpt"], folder / "model.onnx"):
+        model = load_pretrained(path)
+        assert (model.ood_method, model.ood_threshold) == ("mahalanobis_normalized", pytest.approx(fitted["threshold"]))
+        result = model.predict(pixels, preprocess=False)
+        found[f"load_pretrained({path.name})"] = (result.probabilities, result.ood_scores)
+        assert np.array_equal(result.not_digit, verdicts), path
+    for name, (probabilities, scores) in found.items():
+        assert np.abs(probabilities - p_expected).max() <= PARITY, name
+        assert (np.abs(scores - s_expected) / np.maximum(1.0, np.abs(s_expected))).max() <= 1e-5, name
+        assert np.array_equal(scores > fitted["threshold"], verdicts), name
+    config = strict_json((folder / "config.json").read_text())
+    assert isinstance(config, dict)
+    assert config["preprocessing"]["ood_score"]["method"] == "mahalanobis_normalized"
+    assert config["preprocessing"]["ood_score"]["threshold"] == pytest.approx(fitted["threshold"])
+    card = (folder / "README.md").read_text()
+    assert "the mahalanobis_normalized score" in card and f"above {fitted['threshold']:.6g}" in card
+
+
+def test_a_fitted_folder_as_ckpt_path_gives_the_checkpoints_not_digit(
+    fitted: dict, images: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import csv
+    import io
+
+    pixels = images[:12, 0].astype(np.uint8)
+    np.save(tmp_path / "inputs.npy", pixels)
+    rows = {}
+    for name, path in (("folder", fitted["folder"]), ("ckpt", fitted["ckpt"])):
+        main(["classify", str(tmp_path / "inputs.npy"), "--ckpt_path", str(path), "--invert", "never", "--csv"])
+        rows[name] = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["not_digit"] for r in rows["folder"]] == [r["not_digit"] for r in rows["ckpt"]]
+    assert {r["not_digit"] for r in rows["ckpt"]} == {"0", "1"}
+    np.testing.assert_allclose([float(r["ood_score"]) for r in rows["folder"]],
+                               [float(r["ood_score"]) for r in rows["ckpt"]], rtol=1e-5)  # fmt: skip
+    main(["predict", "--config", str(CONFIGS / "compact.yaml"), "--ckpt_path", str(fitted["folder"]),
+          "--data.predict_path", str(tmp_path / "inputs.npy"), "--data.predict_invert", "never",
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    predicted = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    assert [r["not_digit"] for r in predicted] == [r["not_digit"] for r in rows["ckpt"]]
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mnist_lit.inference.runners import load_runner
+    from mnist_lit.serve.app import create_app
+
+    with TestClient(create_app(load_runner(fitted["folder"]))) as client:
+        health = client.get("/api/health").json()
+    assert health["ood_method"] == "mahalanobis_normalized"
+    assert health["ood_threshold"] == pytest.approx(fitted["threshold"])
+
+
+def test_a_folder_whose_score_differs_is_refused(
+    fitted: dict, images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_lit.interop.model_folder import ModelFolderExportError
+
+    real = PretrainedNetwork.scored
+
+    def off(self: PretrainedNetwork, pixels: torch.Tensor, method: str | None = None) -> tuple:
+        probabilities, scores = real(self, pixels, method)
+        return probabilities, scores + 1e-3
+
+    monkeypatch.setattr(PretrainedNetwork, "scored", off)
+    with pytest.raises(ModelFolderExportError, match=r"OOD scores \(mahalanobis_normalized\) differ"):
+        write_model_folder(load_trained_network(fitted["ckpt"]), tmp_path / "m", images[:20], 1e-5, None, "none")
+    assert list(tmp_path.iterdir()) == []

@@ -26,7 +26,16 @@ from mnist_lit.models.ood import (
     max_softmax_score,
     ood_score,
 )
-from mnist_lit.reporting.ood import auroc, detection_summary, fpr_at_tpr, is_not_digit, keep_threshold, roc_figure
+from mnist_lit.reporting.ood import (
+    auroc,
+    detection_summary,
+    fpr_at_tpr,
+    is_not_digit,
+    keep_threshold,
+    roc_figure,
+    score_difference,
+    verdict_flips,
+)
 from mnist_lit.training.checkpoints import load_trained_network
 from tests.helpers import CONFIGS, exit_code, make_tiny_mnist, runs, synthetic_digits
 
@@ -119,6 +128,15 @@ def test_auroc_and_fpr_at_95_tpr_match_a_direct_computation() -> None:
     fig = roc_figure({"a": (digits, others), "b": (digits, -others)})
     assert isinstance(fig, Figure) and len(fig.axes[0].get_lines()) == 4  # two curves, the diagonal, the 95% line
     assert "AUROC" in fig.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_an_exports_score_check_is_relative_above_1_and_counts_only_clear_verdict_changes() -> None:
+    expected = np.array([0.5, 2.0, 1000.0, 3.0], np.float32)
+    found = expected + np.array([1e-6, 0.0, 5e-3, 0.0], np.float32)
+    assert score_difference(found, expected) == pytest.approx(5e-6, rel=1e-2)  # 5e-3 of 1000: relative
+    assert verdict_flips(found, expected, None, 1e-5) == 0  # no threshold: nothing is "not a digit"
+    assert verdict_flips(found, expected, 0.5000005, 1e-5) == 0  # 0.5 is on the threshold: either side is right
+    assert verdict_flips(found[::-1], expected, 1.5, 1e-5) == 2  # 0.5 and 3.0 swapped sides
 
 
 def test_the_scorer_survives_a_state_dict_and_old_checkpoints_load_unfitted() -> None:

@@ -24,6 +24,7 @@ from mnist_lit.data.idx import IMAGE_MAGIC, IdxFileError, maybe_gunzip
 from mnist_lit.data.normalization import IMAGE_SIDE
 from mnist_lit.errors import CheckpointError
 from mnist_lit.inference.torch_runner import PixelClassifier
+from mnist_lit.reporting.ood import score_difference
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network
 
 #: Output formats of ``export``, and the file-name ending each needs (Keras refuses to save under other names).
@@ -92,12 +93,6 @@ def torch_outputs(trained: TrainedNetwork, images: np.ndarray) -> tuple[np.ndarr
     with torch.inference_mode():
         probabilities, scores = module.scored(torch.from_numpy(images).float())
     return probabilities.numpy(), scores.numpy()
-
-
-def score_difference(found: np.ndarray, expected: np.ndarray) -> float:
-    """The largest difference of two runs' OOD scores, relative to the score where it is above 1 (a Mahalanobis
-    distance of a non-digit can be in the thousands, where float32 keeps 7 digits, not 5 decimals)."""
-    return float((np.abs(found - expected) / np.maximum(1.0, np.abs(expected))).max())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,5 +303,7 @@ def export_folder(trained: TrainedNetwork, output: Path, images: np.ndarray, ori
     print(
         f"Wrote {output}/ ({trained.name}, normalization {trained.normalization}): model.safetensors + config.json, "
         f"model.onnx, model.pt2, README.md (model card from {where}), SHA256SUMS. Checked each against the "
-        f"checkpoint on {len(images)} {origin}, max |Δp| {check.worst():.2g} ({check.summary()})."
+        f"checkpoint on {len(images)} {origin}, max |Δp| {check.worst():.2g}, OOD score "
+        f"({trained.model.ood.method_name}) max relative difference {check.worst_score():.2g}, the same 'not a digit' "
+        f"verdicts ({check.summary()})."
     )

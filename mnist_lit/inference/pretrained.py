@@ -47,19 +47,24 @@ class Predictions:
         probabilities: (N, 10) float32, the probabilities of the digits 0-9.
         unsure: (N,) bool, top probability under the network's unsure threshold (all False when it has none).
         names: where each image came from (its path, ``file.npy[i]``, or ``image[i]``).
+        ood_scores: (N,) float32, how unlike a digit each image is (higher: less; :attr:`Pretrained.ood_method`).
+        not_digit: (N,) bool, score above the network's "not a digit" threshold (all False when none was fitted).
     """
 
     digits: np.ndarray
     probabilities: np.ndarray
     unsure: np.ndarray
     names: list[str]
+    ood_scores: np.ndarray
+    not_digit: np.ndarray
 
 
 class Pretrained:
     """A loaded network: :meth:`predict` for images, :attr:`module` for the PyTorch network where there is one.
 
     It is also a :class:`~mnist_lit.inference.runners.Runner` (``probabilities`` of raw-pixel batches), which is how
-    ``classify`` and ``serve`` run a model folder.
+    ``classify`` and ``serve`` run a model folder; :attr:`runner` is the
+    :class:`~mnist_lit.inference.runners.ScoredRunner` behind it (its ``predict`` takes raw-pixel batches).
 
     Attributes:
         network_name: the network class (``CompactCNN``...).
@@ -67,6 +72,8 @@ class Pretrained:
         module: the plain ``torch.nn.Module`` (raw pixels (N, 1, 28, 28) in, probabilities out); None for ONNX.
         config: a model folder's ``config.json`` (its preprocessing contract), else what the file records.
         unsure_threshold: the top probability under which an answer is unsure (None: no threshold).
+        ood_method: the "not a digit" score (one of ``mnist_lit.models.ood.OOD_METHODS``), as the checkpoint's.
+        ood_threshold: the score above which an image is "not a digit" (None: none fitted).
     """
 
     def __init__(
@@ -76,8 +83,10 @@ class Pretrained:
         self.source = source
         self.module = module
         self.config = config
-        self._runner = runner
+        self.runner = runner
         self.unsure_threshold: float | None = runner.unsure_threshold
+        self.ood_method: str = runner.ood_method
+        self.ood_threshold: float | None = runner.ood_threshold
 
     def __repr__(self) -> str:
         kind = "ONNX Runtime" if self.module is None else "PyTorch"
@@ -85,18 +94,18 @@ class Pretrained:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values already in MNIST's form."""
-        return self._runner.probabilities(pixels)
+        return self.runner.probabilities(pixels)
 
     def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
         """Attribution maps (N x 28 x 28) of each image's top digit (see :mod:`mnist_lit.reporting.explanations`)."""
-        if not hasattr(self._runner, "explain"):
+        if not hasattr(self.runner, "explain"):
             raise UserError(f"{self.source}: an ONNX model has no gradients to explain; load the model folder.")
-        return self._runner.explain(pixels, method)
+        return self.runner.explain(pixels, method)
 
     def predict(
         self, images: Images, preprocess: bool = True, invert: InvertMode = "auto", batch_size: int = 1024
     ) -> Predictions:
-        """The digits and probabilities of ``images``.
+        """The digits, probabilities, OOD scores and "not a digit" verdicts of ``images``.
 
         Args:
             images: a path (a picture, or a ``.npy`` of one image or a stack), a PIL image, a uint8 (or 0-1 float)
@@ -108,14 +117,17 @@ class Pretrained:
             batch_size: images per forward pass.
         """
         names, pixels = gather(images, preprocess, invert)
-        rows = [self.probabilities(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-        probabilities = np.concatenate(rows).astype(np.float32, copy=False)
+        rows = [self.runner.predict(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        probabilities = np.concatenate([p for p, _ in rows]).astype(np.float32, copy=False)
+        scores = np.concatenate([s for _, s in rows]).astype(np.float32, copy=False)
         threshold = self.unsure_threshold or 0.0
         return Predictions(
             digits=probabilities.argmax(axis=1),
             probabilities=probabilities,
             unsure=probabilities.max(axis=1) < threshold,
             names=names,
+            ood_scores=scores,
+            not_digit=scores > self.ood_threshold if self.ood_threshold is not None else np.zeros(len(scores), bool),
         )
 
 
@@ -170,7 +182,8 @@ def gather(images: Images, preprocess: bool, invert: InvertMode) -> tuple[list[s
 
 
 class _TorchModule:
-    """A plain network as a runner: probabilities (and attributions) for raw-pixel batches."""
+    """A plain network as a :class:`~mnist_lit.inference.runners.ScoredRunner`: probabilities, OOD scores (and
+    attributions) for raw-pixel batches."""
 
     def __init__(self, module: PretrainedNetwork) -> None:
         import math
@@ -178,12 +191,22 @@ class _TorchModule:
         self.module = module
         threshold = module.scalar("unsure_threshold")
         self.unsure_threshold = threshold if not math.isnan(threshold) and threshold > 0 else None
+        self.ood_method = module.ood_method
+        self.ood_threshold = module.ood_threshold
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             return self.module(torch.as_tensor(np.asarray(pixels, dtype=np.float32))).numpy()
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 10) probabilities and (N,) OOD scores for (N, 1, 28, 28) raw pixel values, in one pass."""
+        import torch
+
+        with torch.inference_mode():
+            probabilities, scores = self.module.scored(torch.as_tensor(np.asarray(pixels, dtype=np.float32)))
+        return probabilities.numpy(), scores.numpy()
 
     def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
         import torch

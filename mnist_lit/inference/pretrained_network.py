@@ -7,8 +7,10 @@ A model folder (written by ``python -m mnist_lit export --output DIR/``) holds:
   scores' statistics);
 - ``config.json``: the constructor arguments of :class:`PretrainedNetwork` (the network class, its layer options, the
   buffers' shapes, the training hyperparameters) and the preprocessing contract (input, ink polarity, the crop and
-  centre rule, the normalization, and the value of every scalar buffer);
-- ``model.onnx``, ``model.pt2`` (``torch.export``), ``README.md`` (the model card) and ``SHA256SUMS``.
+  centre rule, the normalization, the "not a digit" score's method and threshold, and the value of every scalar
+  buffer), standard JSON (an unfitted threshold is ``null``; folders that wrote ``Infinity`` still load);
+- ``model.onnx``, ``model.pt2`` (``torch.export``; both output the probabilities and the OOD score), ``README.md``
+  (the model card) and ``SHA256SUMS``.
 
 Loading checks every file against ``SHA256SUMS`` first (``sha256sum -c SHA256SUMS`` does the same), so that a
 changed or damaged file is refused by name before anything is read from it. Nothing here imports Lightning: the
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from mnist_lit.data.normalization import IMAGE_SIDE, MNIST_MEAN, MNIST_STD
 from mnist_lit.errors import UserError
 from mnist_lit.models.layers import LAYERS
+from mnist_lit.models.ood import OODScorer, ood_score, uses_features
 
 if TYPE_CHECKING:
     from mnist_lit.training.checkpoints import TrainedNetwork
@@ -121,7 +124,9 @@ class PretrainedNetwork(
     ``forward`` takes what the ONNX and ``torch.export`` files take: float (N, 1, 28, 28), raw pixel values 0-255,
     a light digit on a dark background, each already in MNIST's form (cropped, scaled to 20 pixels, centred by mass:
     :func:`mnist_lit.data.images.mnist_preprocess`); it returns softmax(logits / temperature), (N, 10). :attr:`net` is
-    the bare ``nn.Sequential`` (normalized images to logits), for fine-tuning or attributions.
+    the bare ``nn.Sequential`` (normalized images to logits), for fine-tuning or attributions. :meth:`scored` also
+    gives the checkpoint's "not a digit" score (its ``ood.*`` buffers: method, threshold, statistics), which is
+    ``model.pt2``'s and ``model.onnx``'s second output, and :meth:`not_digit` the verdict.
 
     The constructor's arguments are what ``save_pretrained`` writes as ``config.json`` and ``from_pretrained`` reads
     back. ``from_pretrained`` on a local folder checks it against ``SHA256SUMS`` first, and loads the weights strictly.
@@ -136,6 +141,8 @@ class PretrainedNetwork(
     """
 
     temperature: Tensor
+    #: The checkpoint's OOD scorer (absent in a folder exported before the score existed).
+    ood: OODScorer
 
     def __init__(
         self,
@@ -162,6 +169,9 @@ class PretrainedNetwork(
         self.preprocessing = preprocessing
         self.hparams = dict(hparams or {})
         self.net = LAYERS[network](**network_args)
+        if "ood.class_means" in buffers:  # the checkpoint's OOD scorer, whose buffers the loop below shapes
+            classes, width = buffers["ood.class_means"]["shape"]
+            self.ood = OODScorer(feature_dim=width, num_classes=classes)
         for dotted, spec in buffers.items():
             holder, name = _buffer_holder(self, dotted)
             holder.register_buffer(name, torch.zeros(spec["shape"], dtype=getattr(torch, spec.get("dtype", "float32"))))
@@ -182,6 +192,41 @@ class PretrainedNetwork(
     def forward(self, pixels: Tensor) -> Tensor:
         """The digits' probabilities (N, 10) for raw-pixel images (N, 1, 28, 28)."""
         return self.logits(pixels).softmax(dim=1)
+
+    @property
+    def ood_method(self) -> str:
+        """The OOD score the checkpoint was fitted with (``max_softmax`` for a folder older than the score)."""
+        ood = getattr(self, "ood", None)
+        return ood.method_name if isinstance(ood, OODScorer) else "max_softmax"
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """The score above which an input is "not a digit" (None: none fitted, every input is a digit)."""
+        ood = getattr(self, "ood", None)
+        return float(ood.threshold) if isinstance(ood, OODScorer) and ood.fitted else None
+
+    def scored(self, pixels: Tensor, method: str | None = None) -> tuple[Tensor, Tensor]:
+        """The probabilities (N, 10) and the OOD score (N,; higher: less like a digit) in one pass, computed as the
+        checkpoint computes them (:class:`mnist_lit.inference.torch_runner.PixelClassifier`): the score of the raw
+        logits at the temperature, or of the penultimate features. ``method`` (default :attr:`ood_method`) fixes the
+        score as a plain string, so that ``torch.export`` traces one graph for it."""
+        method = method or self.ood_method
+        x = pixels / 255.0
+        if self.standardize:
+            x = (x - self.mean) / self.std
+        if uses_features(method):
+            features = self.net[:-1](x)
+            raw = self.net[-1](features)
+            score = ood_score(method, raw, features, self.temperature, self.ood.class_means, self.ood.whitening)
+        else:
+            raw = self.net(x)
+            score = ood_score(method, raw, None, self.temperature)
+        return (raw / self.temperature).softmax(dim=1), score
+
+    def not_digit(self, scores: Tensor) -> Tensor:
+        """Which scores are above the threshold: "not a digit" (none when no threshold was fitted)."""
+        threshold = self.ood_threshold
+        return scores > threshold if threshold is not None else torch.zeros_like(scores, dtype=torch.bool)
 
     def scalar(self, name: str) -> float:
         """The value of a scalar buffer (such as ``unsure_threshold``), or NaN if the network has none of that name."""
@@ -235,6 +280,10 @@ class PretrainedNetwork(
         """Refuse a config whose recorded buffer values differ from the weights' (they are written together)."""
         for name, value in self.preprocessing.get("scalar_buffers", {}).items():
             ours = self.scalar(name)
+            if value is None:  # JSON's null: a value that is not finite (an unfitted threshold, inf)
+                if math.isinf(ours):
+                    continue
+                raise ModelFolderError(f"{where}: says {name} = null (infinite), but {WEIGHTS} holds {ours}.")
             if not (isinstance(value, (int, float)) and math.isclose(ours, float(value), rel_tol=1e-6, abs_tol=1e-9)):
                 raise ModelFolderError(f"{where}: says {name} = {value}, but {WEIGHTS} holds {ours}.")
 
@@ -262,16 +311,32 @@ def read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every infinite float (an unfitted threshold) as None, so that config.json is standard JSON
+    (``null``, not Python's ``Infinity``); NaN stays, and is refused by :func:`_jsonable`."""
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def _jsonable(value: Any, what: str) -> Any:
-    """``value`` as JSON has it (tuples become lists); refuse what JSON cannot hold rather than drop it."""
+    """``value`` as standard JSON has it (tuples become lists, infinities null); refuse what JSON cannot hold
+    (NaN, objects) rather than drop it."""
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(finite_or_none(value), allow_nan=False))
     except (TypeError, ValueError) as err:
         raise ModelFolderError(f"{what} cannot be written to {CONFIG} ({err}).") from err
 
 
-def preprocessing_contract(normalization: str, scalars: dict[str, float]) -> dict[str, Any]:
-    """What a caller must do to an image before :meth:`PretrainedNetwork.forward`, and how to read its answer."""
+def preprocessing_contract(
+    normalization: str, scalars: dict[str, float], ood: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a caller must do to an image before :meth:`PretrainedNetwork.forward`, and how to read its answers
+    (``ood``: the "not a digit" score's ``method`` and ``threshold``, None when unfitted)."""
     from mnist_lit.data.images import BOX_SIDE, CENTRE, INK_FRACTION
 
     if normalization == "unit":
@@ -293,7 +358,13 @@ def preprocessing_contract(normalization: str, scalars: dict[str, float]) -> dic
         "centre_of_mass": [CENTRE, CENTRE],
         "normalization": norm,
         "output": "float32 (N, 10): softmax(logits / temperature), the probabilities of the digits 0-9",
-        "scalar_buffers": scalars,
+        "ood_score": {
+            "output": "float32 (N,): model.onnx's output 'ood_score' and model.pt2's second output, how unlike a "
+            "digit each image is (higher: less; mnist_lit.models.ood); 'not a digit' strictly above the threshold "
+            "(null: none fitted, every image is a digit)",
+            **(ood or {"method": "max_softmax", "threshold": None}),
+        },
+        "scalar_buffers": finite_or_none(scalars),
     }
 
 
@@ -310,7 +381,9 @@ def network_from_trained(trained: TrainedNetwork) -> PretrainedNetwork:
     network = PretrainedNetwork(
         network=trained.name,
         network_args=_jsonable({k: hparams[k] for k in names if k in hparams}, "the network's options"),
-        preprocessing=preprocessing_contract(trained.normalization, scalars),
+        preprocessing=_jsonable(
+            preprocessing_contract(trained.normalization, scalars, model.ood.describe()), "the preprocessing"
+        ),
         buffers=buffers,
         hparams=_jsonable(hparams, "the checkpoint's hyperparameters"),
     )

@@ -55,8 +55,10 @@ def load_runner(path: str | Path) -> Runner:
 
 
 def predict_with_scores(runner: Runner, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``runner.predict(pixels)`` for a :class:`ScoredRunner`; for a runner with ``probabilities`` only (a model
-    folder's, for now), its max-softmax scores (minus the top probability), which need nothing fitted."""
+    """``runner.predict(pixels)`` for a :class:`ScoredRunner` (a model folder's ``Pretrained``: its ``runner``'s,
+    since its own ``predict`` takes pictures); for a runner with ``probabilities`` only, its max-softmax scores (minus
+    the top probability), which need nothing fitted."""
+    runner = getattr(runner, "runner", runner)
     if hasattr(runner, "ood_method"):
         return cast("ScoredRunner", runner).predict(pixels)
     probabilities = runner.probabilities(pixels)

@@ -126,7 +126,8 @@ def card_text(
         "",
         "Without mnist_lit: `onnxruntime.InferenceSession('model.onnx').run(None, {'image': x})` or "
         "`torch.export.load('model.pt2').module()(x)`, with `x` float32 (N, 1, 28, 28), raw pixels 0-255, each "
-        "digit already in MNIST's form (below). `sha256sum -c SHA256SUMS` checks the files.",
+        "digit already in MNIST's form (below); both give the probabilities and the OOD score (`ood_score`). "
+        "`sha256sum -c SHA256SUMS` checks the files.",
         "",
         "## Input contract",
         "",
@@ -135,8 +136,9 @@ def card_text(
         f"- Normalization (inside every file): {norm['formula']}.",
         f"- Output: {network.preprocessing['output']}.",
     ]
+    lines.append(f"- {not_digit_line(network)}")
     if scalars:
-        values = ", ".join(f"{k} = {v:.6g}" for k, v in scalars.items())
+        values = ", ".join(f"{k} = {v:.6g}" if v is not None else f"{k} = inf" for k, v in scalars.items())
         lines.append(f"- Buffers carried with the weights: {values}.")
     lines += ["", "## Results", ""]
     if not metrics:
@@ -157,6 +159,22 @@ def card_text(
             ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)
+
+
+def not_digit_line(network: PretrainedNetwork) -> str:
+    """What the card says of the "not a digit" score: its method and threshold when fitted."""
+    method, threshold = network.ood_method, network.ood_threshold
+    if threshold is None:
+        return (
+            f"Not a digit: no threshold was fitted, so every input is taken for a digit; the second output "
+            f"(`ood_score`) is {method} (higher: less like a digit). `python -m mnist_lit calibrate --ood energy` "
+            "fits one (docs/ood.md)."
+        )
+    return (
+        f"Not a digit: the second output (`ood_score`, of `model.onnx` and `model.pt2`; `predict(...).ood_scores`) is "
+        f'the {method} score (higher: less like a digit); an input scoring above {threshold:.6g} is "not a digit" '
+        "(`predict(...).not_digit`; see mnist_lit's docs/ood.md)."
+    )
 
 
 def results_section(metrics: dict[str, Any], metrics_source: str, checkpoint: str = "") -> list[str]:

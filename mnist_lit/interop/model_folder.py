@@ -3,9 +3,9 @@
 The folder (see :mod:`mnist_lit.inference.pretrained_network` for what each file holds) is written in a hidden
 staging folder beside ``DIR``; each of its three networks (safetensors through ``from_pretrained``, ``model.pt2``
 through ``torch.export.load``, ``model.onnx`` through ONNX Runtime) is loaded back from disk as a user would load it
-and run on the same images at batch 1 and 257 and on all of them, against the checkpoint's probabilities. Only
-when all agree is the staging folder renamed to ``DIR`` (one rename); if anything fails it is deleted, so nothing is
-left at ``DIR``.
+and run on the same images at batch 1 and 257 and on all of them, against the checkpoint's probabilities, its OOD
+scores (relative above 1, as the ONNX export's check) and its "not a digit" verdicts. Only when all agree is the
+staging folder renamed to ``DIR`` (one rename); if anything fails it is deleted, so nothing is left at ``DIR``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from mnist_lit.inference.pretrained_network import (
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.interop.model_card import write_card
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.reporting.ood import score_difference, verdict_flips
 from mnist_lit.training.checkpoints import TrainedNetwork
 
 #: The batch sizes every file is checked at (a single image, and one that is not a power of two), besides all images.
@@ -44,17 +45,26 @@ CHECK_BATCHES = (1, 257)
 
 
 class ModelFolderExportError(UserError):
-    """A model folder that could not be written, or whose files do not give the checkpoint's probabilities."""
+    """A model folder that could not be written, or whose files do not give the checkpoint's answers."""
 
 
 @dataclass
 class FolderCheck:
-    """The largest probability difference from the checkpoint of each file, per batch size checked."""
+    """Per file and batch size checked: the largest probability difference from the checkpoint, the largest OOD
+    score difference (relative above 1), and how many "not a digit" verdicts differ."""
 
     deltas: dict[str, dict[int, float]] = field(default_factory=dict)
+    score_deltas: dict[str, dict[int, float]] = field(default_factory=dict)
+    flips: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def worst(self) -> float:
         return max((d for per_file in self.deltas.values() for d in per_file.values()), default=0.0)
+
+    def worst_score(self) -> float:
+        return max((d for per_file in self.score_deltas.values() for d in per_file.values()), default=0.0)
+
+    def flipped(self) -> int:
+        return max((d for per_file in self.flips.values() for d in per_file.values()), default=0)
 
     def summary(self) -> str:
         return "; ".join(
@@ -84,11 +94,27 @@ def read_metrics(path: Path | None) -> dict[str, Any] | None:
     return metrics
 
 
+class ScoredProgram(torch.nn.Module):
+    """What ``model.pt2`` holds: :meth:`PretrainedNetwork.scored` as ``forward``, its OOD method fixed (a string, so
+    that the graph holds the one score it names): raw pixels in, (probabilities, ood_score) out."""
+
+    def __init__(self, network: PretrainedNetwork) -> None:
+        super().__init__()
+        self.network = network
+        self.method = network.ood_method
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.scored(pixels, self.method)
+
+
 def export_program(network: PretrainedNetwork, path: Path) -> None:
-    """``torch.export`` of the network (raw pixels in, probabilities out), the batch dimension dynamic."""
+    """``torch.export`` of the network (raw pixels in; the probabilities and the OOD score out), the batch dimension
+    dynamic."""
     example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE)
     try:
-        program = torch.export.export(network, (example,), dynamic_shapes={"pixels": {0: torch.export.Dim("N")}})
+        program = torch.export.export(
+            ScoredProgram(network).eval(), (example,), dynamic_shapes={"pixels": {0: torch.export.Dim("N")}}
+        )
     except Exception as err:  # torch.export raises many types; each means this network cannot be exported as is
         raise ModelFolderExportError(
             f"torch.export failed for {network.network} ({type(err).__name__}: {err})."
@@ -110,8 +136,17 @@ def check_program_pickle_free(path: Path) -> None:
                 torch.load(io.BytesIO(archive.read(member)), weights_only=True)
 
 
-def check_folder(folder: Path, images: np.ndarray, expected: np.ndarray) -> FolderCheck:
-    """Load each network of ``folder`` from disk and compare its probabilities with ``expected``."""
+def check_folder(
+    folder: Path,
+    images: np.ndarray,
+    expected: np.ndarray,
+    expected_scores: np.ndarray,
+    threshold: float | None,
+    tolerance: float,
+) -> FolderCheck:
+    """Load each network of ``folder`` from disk and compare its probabilities with ``expected``, its OOD scores
+    with ``expected_scores`` and its verdicts at ``threshold`` (those whose score is within ``tolerance`` of it
+    left out: see :func:`~mnist_lit.reporting.ood.verdict_flips`)."""
     from mnist_lit.inference.onnx_runner import OnnxRunner
 
     reloaded = PretrainedNetwork.from_pretrained(folder)
@@ -119,20 +154,28 @@ def check_folder(folder: Path, images: np.ndarray, expected: np.ndarray) -> Fold
     onnx = OnnxRunner(folder / ONNX)
 
     def run_torch(module: Any) -> Any:
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with torch.inference_mode():
-                return module(torch.from_numpy(x.astype(np.float32))).numpy()
+                probabilities, scores = module(torch.from_numpy(x.astype(np.float32)))
+            return probabilities.numpy(), scores.numpy()
 
         return run
 
-    runners = {"model.safetensors": run_torch(reloaded), PROGRAM: run_torch(program), ONNX: onnx.probabilities}
+    runners = {
+        "model.safetensors": run_torch(ScoredProgram(reloaded)), PROGRAM: run_torch(program), ONNX: onnx.predict,
+    }  # fmt: skip
     check = FolderCheck()
     for name, run in runners.items():
-        per_file: dict[int, float] = {}
+        deltas: dict[int, float] = {}
+        score_deltas: dict[int, float] = {}
+        flips: dict[int, int] = {}
         for batch in (*CHECK_BATCHES, len(images)):
-            found = run(images[:batch])
-            per_file[min(batch, len(images))] = float(np.abs(found - expected[:batch]).max())
-        check.deltas[name] = per_file
+            found, scores = run(images[:batch])
+            size = min(batch, len(images))
+            deltas[size] = float(np.abs(found - expected[:batch]).max())
+            score_deltas[size] = score_difference(scores, expected_scores[:batch])
+            flips[size] = verdict_flips(scores, expected_scores[:batch], threshold, tolerance)
+        check.deltas[name], check.score_deltas[name], check.flips[name] = deltas, score_deltas, flips
     return check
 
 
@@ -163,7 +206,8 @@ def write_model_folder(
     """
     pixels = PixelClassifier.of(trained)
     with torch.inference_mode():
-        expected = pixels(torch.from_numpy(images).float()).numpy()
+        probabilities, scores = pixels.scored(torch.from_numpy(images).float())
+    expected, expected_scores = probabilities.numpy(), scores.numpy()
     stage = staging_folder(output)
     try:
         network = network_from_trained(trained)
@@ -176,11 +220,19 @@ def write_model_folder(
         export_program(network, stage / PROGRAM)
         check_program_pickle_free(stage / PROGRAM)
         write_checksums(stage)
-        check = check_folder(stage, images.astype(np.float32), expected)
+        check = check_folder(
+            stage, images.astype(np.float32), expected, expected_scores, pixels.ood_threshold, tolerance
+        )
         if not check.worst() <= tolerance:  # also catches NaN
             raise ModelFolderExportError(
                 f"the model folder's files differ from the checkpoint {trained.path} by more than {tolerance:g} "
                 f"(max |Δp|: {check.summary()}). Nothing was written to {output}."
+            )
+        if not check.worst_score() <= tolerance or check.flipped():
+            raise ModelFolderExportError(
+                f"the model folder's OOD scores ({pixels.ood_method}) differ from the checkpoint {trained.path}'s by "
+                f"{check.worst_score():.3g} (relative above 1; tolerance {tolerance:g}), with {check.flipped()} "
+                f"'not a digit' verdicts changed. Nothing was written to {output}."
             )
         _fsync_folder(stage)
         if output.exists():

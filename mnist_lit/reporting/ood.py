@@ -144,3 +144,19 @@ def roc_figure(
     )
     ax.legend(loc="lower right", fontsize="small")
     return fig
+
+
+def score_difference(found: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference of two runs' OOD scores, relative to the score where it is above 1 (a Mahalanobis
+    distance of a non-digit can be in the thousands, where float32 keeps 7 digits, not 5 decimals)."""
+    return float((np.abs(found - expected) / np.maximum(1.0, np.abs(expected))).max())
+
+
+def verdict_flips(found: np.ndarray, expected: np.ndarray, threshold: float | None, tolerance: float) -> int:
+    """How many inputs two runs call differently ("not a digit" or not), leaving out those whose expected score is
+    within ``tolerance`` (relative above 1, as :func:`score_difference`) of the threshold, where the runs' float
+    rounding may fall on either side of it. 0 without a threshold (nothing is "not a digit")."""
+    if threshold is None:
+        return 0
+    clear = np.abs(expected - threshold) > tolerance * np.maximum(1.0, np.abs(expected))
+    return int(((found > threshold) != (expected > threshold))[clear].sum())
