@@ -37,7 +37,7 @@ def test_output_shapes_and_probabilities(cls) -> None:
     model = cls().eval()
     x = torch.rand(7, 1, 28, 28)
     assert model(x).shape == (7, 10)
-    probs = model.predict_step((x,), 0)
+    probs = model.predict_step((x,), 0)["probabilities"]
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(7))
     assert (probs >= 0).all()
 

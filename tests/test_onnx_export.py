@@ -98,9 +98,9 @@ def test_the_file_states_its_contract_and_has_no_dropout(compact_onnx: Path, che
     onnx.checker.check_model(model)
     assert "Dropout" not in {node.op_type for node in model.graph.node}
     (image,) = model.graph.input
-    (probabilities,) = model.graph.output
-    assert (image.name, probabilities.name) == ("image", "probabilities")
-    for value in (image, probabilities):
+    probabilities, ood_score = model.graph.output
+    assert (image.name, probabilities.name, ood_score.name) == ("image", "probabilities", "ood_score")
+    for value in (image, probabilities, ood_score):
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     dims = image.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
@@ -108,6 +108,7 @@ def test_the_file_states_its_contract_and_has_no_dropout(compact_onnx: Path, che
     assert metadata["network"] == "CompactCNN" and metadata["normalization"] == "unit"
     assert metadata["source_checkpoint"] == str(checkpoints["compact"])
     assert "raw pixel values 0-255" in metadata["input"] and "(N, 10)" in metadata["output"]
+    assert metadata["ood_method"] == "max_softmax" and metadata["ood_threshold"] == "inf"  # none fitted
 
 
 def test_load_runner_opens_the_onnx_file_as_the_web_app_does(compact_onnx: Path) -> None:
@@ -276,8 +277,13 @@ def test_a_config_of_another_network_is_refused(
 def test_a_file_that_fails_its_check_is_not_written(
     checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = OnnxRunner.probabilities
-    monkeypatch.setattr(OnnxRunner, "probabilities", lambda self, pixels: original(self, pixels) + 1e-3)
+    original = OnnxRunner.predict
+
+    def shifted(self: OnnxRunner, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, scores = original(self, pixels)
+        return probabilities + 1e-3, scores
+
+    monkeypatch.setattr(OnnxRunner, "predict", shifted)
     output = tmp_path / "model.onnx"
     err = refused_export(["--ckpt_path", str(checkpoints["compact"]), "--output", str(output), "--data_dir", "nowhere"],
                   output, capsys)  # fmt: skip

@@ -232,3 +232,27 @@ def test_unsure_answers_and_the_explanation_switch(unsure_page_url: str) -> None
         settled(page)
         assert page.locator("#looked").is_visible()
         assert page.locator("#looked").get_attribute("src").startswith("data:image/png;base64,")
+
+
+@pytest.fixture(scope="module")
+def not_digit_page_url(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same network served with an OOD threshold every score is above, so that every answer is "not a digit"."""
+    from mnist_lit.serve.app import create_app
+
+    runner = load_runner(tmp_path_factory.getbasetemp() / "serve-network" / "compact.ckpt")
+    runner.ood_threshold = -1e9  # type: ignore[misc]  # the max-softmax score is never under -1
+    with serve_in_thread(create_app(runner)) as url:
+        yield url
+
+
+def test_the_page_says_when_a_drawing_does_not_look_like_a_digit(not_digit_page_url: str) -> None:
+    with chromium_page() as page:
+        page.goto(not_digit_page_url)
+        page.locator("#network", has_text="Not a digit above max_softmax score").wait_for()
+        assert not page.locator("#verdict").is_visible()
+        assert draw(page, DIGIT_STROKES["1"]) == "not a digit"
+        verdict = page.locator("#verdict")
+        assert verdict.is_visible() and "does not look like a digit" in verdict.text_content()
+        assert "Its best guess would be 1" in verdict.text_content()
+        page.locator("#clear").click()
+        assert page.locator("#prediction").text_content() == "" and not verdict.is_visible()

@@ -23,9 +23,12 @@ class PredictionWriter(BasePredictionWriter):
 
     It expects batches of (images, index) with the index into the data module's ``predict_names`` (which
     :class:`~mnist_lit.data.datamodule.MNISTDataModule` provides), and a model whose ``predict_step`` returns
-    class probabilities. The CSV has one row per input, in input order: ``path, digit, probability, top3, unsure``
-    (1 when the top probability is under the "not sure" threshold), then ``label`` when the inputs' labels are known
-    (the MNIST test set), then one probability column per digit, ``p0`` to ``p9``. Under DDP the rows of all
+    class probabilities (a tensor), or a dict of ``probabilities``, ``ood_score`` and ``not_digit`` as
+    :meth:`MNISTClassifier.predict_step <mnist_lit.models.base.MNISTClassifier.predict_step>` does. The CSV has one
+    row per input, in input order: ``path, digit, probability, top3, unsure`` (1 when the top probability is under
+    the "not sure" threshold), ``not_digit`` (1 when the OOD score is above the network's threshold) and
+    ``ood_score`` (higher: less like a digit) when the model gives scores, then ``label`` when the inputs' labels are
+    known (the MNIST test set), then one probability column per digit, ``p0`` to ``p9``. Under DDP the rows of all
     processes are gathered, and process 0 writes them.
 
     Args:
@@ -66,7 +69,7 @@ class PredictionWriter(BasePredictionWriter):
         self.explain = explain
         #: ``(module, inputs, method, forward, baseline) -> (maps, digits)``: set by the CLI when ``explain`` is.
         self.explainer: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
-        self._rows: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        self._rows: list[tuple[int, np.ndarray, np.ndarray | None, float]] = []
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._rows = []
@@ -77,12 +80,14 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:  # fmt: skip
         """Keep each input's index, probabilities and, for the figure's first few inputs, the image."""
         images, index = batch[0], batch[1]
-        probs = prediction.detach().float().cpu().numpy()
+        scored = isinstance(prediction, dict)
+        probs = (prediction["probabilities"] if scored else prediction).detach().float().cpu().numpy()
+        scores = prediction["ood_score"].detach().float().cpu().numpy() if scored else np.full(len(probs), np.nan)
         keep_image = (self.save_figure or self.explain is not None) and bool((index < self.max_figure_images).any())
         pixels = images[:, 0].detach().float().cpu().numpy() if keep_image else None
         for i, item in enumerate(index.tolist()):
             image = pixels[i] if pixels is not None and item < self.max_figure_images else None
-            self._rows.append((item, probs[i], image))
+            self._rows.append((item, probs[i], image, float(scores[i])))
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any],
@@ -96,12 +101,17 @@ class PredictionWriter(BasePredictionWriter):
         data = getattr(trainer, "datamodule", None)
         names = list(getattr(data, "predict_names", None) or [])
         labels = getattr(data, "predict_labels", None)
+        scores = np.array([row[3] for row in rows])
+        ood = getattr(pl_module, "ood", None)
         table = PredictionTable(
-            names=[names[i] if i < len(names) else f"#{i}" for i, _, _ in rows],
-            probs=np.stack([p for _, p, _ in rows]),
-            labels=None if labels is None else [int(labels[i]) for i, _, _ in rows],
+            names=[names[row[0]] if row[0] < len(names) else f"#{row[0]}" for row in rows],
+            probs=np.stack([row[1] for row in rows]),
+            labels=None if labels is None else [int(labels[row[0]]) for row in rows],
             top_k=self.top_k,
             unsure_threshold=self._threshold(pl_module),
+            ood_scores=None if np.isnan(scores).all() else scores,
+            ood_threshold=float(ood.threshold) if ood is not None else None,
+            ood_method=ood.method_name if ood is not None else None,
         )
         after_bar = "\n" if trainer.progress_bar_callback is not None else ""  # the bar's line is still open
         print(after_bar + table.render(self.max_rows))

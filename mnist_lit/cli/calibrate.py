@@ -17,9 +17,12 @@ import torch
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
+from mnist_lit.models.ood import OOD_METHODS
 from mnist_lit.reporting.calibration import DEFAULT_KEEP, selective_summary, top_label
+from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP
 from mnist_lit.training.calibrate import calibrate, check_calibratable, nll_and_calibration, split_logits
 from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
+from mnist_lit.training.ood import check_ood_fittable, fit_ood
 from mnist_lit.utils.io import atomic_write_bytes
 
 PROG = "python -m mnist_lit calibrate"
@@ -52,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_KEEP,
         help=f"share of validation images the 'not sure' threshold still answers (default {DEFAULT_KEEP})",
+    )
+    parser.add_argument(
+        "--ood",
+        choices=(*OOD_METHODS, "none"),
+        help="also fit this 'not a digit' score (statistics on the training images, threshold on the validation "
+        "split), after the temperature (default: the checkpoint's own score if it has one fitted, else none, which "
+        "drops one)",
+    )
+    parser.add_argument(
+        "--ood_keep",
+        type=float,
+        default=DEFAULT_OOD_KEEP,
+        help=f"share of validation digits the 'not a digit' threshold keeps as digits (default {DEFAULT_OOD_KEEP})",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers (validation and test) to this file")
     return parser
@@ -96,9 +112,15 @@ def main(argv: list[str]) -> None:
     datamodule = datamodule_for(checkpoint, args.data_dir)
     check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
     target = output_path(ckpt_path, args.output, args.overwrite)
+    if not 0.0 < args.ood_keep <= 1.0:
+        raise UserError(f"--ood_keep {args.ood_keep}: a share of the validation digits, in (0, 1].")
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise UserError(f"--json {args.json}: the file exists; pass --overwrite to replace it, or name another.")
     trained = network_from_checkpoint(checkpoint, ckpt_path)
+    # The softmax scores read the temperature, so a fitted score is fitted again after it, unless asked not to.
+    ood_method = args.ood or (trained.model.ood.method_name if trained.model.ood.fitted else "none")
+    if ood_method != "none":
+        check_ood_fittable(datamodule.hparams.val_split, ood_method, option="--ood")
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = trained.model
@@ -108,6 +130,9 @@ def main(argv: list[str]) -> None:
     test_after = nll_and_calibration(test_logits, test_labels, result.temperature)
     conf, correct = top_label((test_logits.double() / result.temperature).softmax(dim=1).numpy(), test_labels.numpy())
     selective = selective_summary(conf, correct, result.unsure_threshold)
+    ood = fit_ood(model, datamodule, ood_method, args.ood_keep) if ood_method != "none" else None
+    if ood is None:
+        model.ood.reset()  # a score fitted at another temperature no longer holds
     record = {
         "source": str(ckpt_path),
         "val_split": datamodule.hparams.val_split,
@@ -115,9 +140,11 @@ def main(argv: list[str]) -> None:
         "test_before": test_before,
         "test_after": test_after,
         "test_selective": selective,
+        "ood": None if ood is None else ood.as_dict(),
     }
-    checkpoint["state_dict"]["temperature"] = model.temperature.clone()
-    checkpoint["state_dict"]["unsure_threshold"] = model.unsure_threshold.clone()
+    for name, value in [*model.named_buffers()]:
+        if name in ("temperature", "unsure_threshold") or name.startswith("ood."):
+            checkpoint["state_dict"][name] = value.clone()
     checkpoint["calibration"] = record
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
@@ -131,4 +158,6 @@ def main(argv: list[str]) -> None:
         f"{test_before['mce']:.4f} -> {test_after['mce']:.4f}; not sure: {selective['unsure_fraction']:.2%}, error "
         f"rate of the rest {selective['error_rate_answered']:.3%} (of all: {selective['error_rate_all']:.3%})."
     )
+    if ood is not None:
+        print(ood.summary())
     print(f"Wrote {target}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
-from mnist_lit.inference.runners import Runner, load_runner
+from mnist_lit.inference.runners import Runner, load_runner, predict_with_scores
 from mnist_lit.reporting.prediction_table import PredictionTable, short_name
 
 PROG = "python -m mnist_lit classify"
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         allow_abbrev=False,
         description=(
-            "Print what a trained network reads in digit images: the digit, its probability and the runners-up. The "
+            "Print what a trained network reads in digit images: the digit (or 'not a digit', when the network's OOD "
+            "score says so), its probability and the runners-up. The "
             "images are prepared as `predict` prepares them (grey levels, inverted when dark on light, the digit "
             "scaled and centred as MNIST's are)."
         ),
@@ -93,9 +94,12 @@ def main(argv: list[str]) -> None:
         images.append(inputs.images)
     runner = load_runner(Path(args.ckpt_path))
     pixels = np.concatenate(images)[:, None]
-    probabilities = runner.probabilities(pixels)
+    probabilities, scores = predict_with_scores(runner, pixels)
     threshold = runner.unsure_threshold if args.unsure_threshold is None else args.unsure_threshold
-    table = PredictionTable(names, probabilities, unsure_threshold=threshold)
+    table = PredictionTable(
+        names, probabilities, unsure_threshold=threshold, ood_scores=scores,
+        ood_threshold=getattr(runner, "ood_threshold", None), ood_method=getattr(runner, "ood_method", None),
+    )  # fmt: skip
     print(table.to_csv() if args.csv else table.render(max_rows=len(names)), end="" if args.csv else "\n")
     if args.explain:
         save_explanations(runner, pixels, table, args.explain, Path(args.explain_dir))

@@ -79,9 +79,21 @@ def verification_images(data_dir: Path, count: int = VERIFY_IMAGES) -> tuple[np.
 
 def torch_probabilities(trained: TrainedNetwork, images: np.ndarray) -> np.ndarray:
     """The checkpoint's probabilities for raw-pixel images, as PyTorch computes them."""
+    return torch_outputs(trained, images)[0]
+
+
+def torch_outputs(trained: TrainedNetwork, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's probabilities and OOD scores for raw-pixel images, as PyTorch computes them."""
     module = PixelClassifier.of(trained)
     with torch.inference_mode():
-        return module(torch.from_numpy(images).float()).numpy()
+        probabilities, scores = module.scored(torch.from_numpy(images).float())
+    return probabilities.numpy(), scores.numpy()
+
+
+def score_difference(found: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference of two runs' OOD scores, relative to the score where it is above 1 (a Mahalanobis
+    distance of a non-digit can be in the thousands, where float32 keeps 7 digits, not 5 decimals)."""
+    return float((np.abs(found - expected) / np.maximum(1.0, np.abs(expected))).max())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "ONNX contract: input 'image', float32 (N, 1, 28, 28), N dynamic, raw pixel values 0-255, light digit on "
-            "dark; output 'probabilities', float32 (N, 10). The normalization is inside the graph. Keras files take "
+            "dark; outputs 'probabilities', float32 (N, 10), and 'ood_score', float32 (N,) (higher: less like a "
+            "digit; metadata ood_method, ood_threshold). The normalization is inside the graph. Keras files take "
             "pixels / 255, channels last (N, 28, 28, 1), as the notebooks' models did."
         ),
     )
@@ -155,11 +168,20 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def _write_onnx(trained: TrainedNetwork, path: Path, images: np.ndarray) -> np.ndarray:
+def _write_onnx(trained: TrainedNetwork, path: Path, images: np.ndarray, origin: str) -> np.ndarray:
+    """Write the ONNX file, run it, check its OOD scores against the checkpoint's; return its probabilities."""
     from mnist_lit.interop.onnx import OnnxRunner, export_onnx
 
     path.write_bytes(export_onnx(trained))
-    return OnnxRunner(path).probabilities(images)
+    probabilities, scores = OnnxRunner(path).predict(images)
+    delta = score_difference(scores, torch_outputs(trained, images)[1])
+    if not delta <= TOLERANCE:
+        raise ExportError(
+            f"ONNX Runtime's OOD score ({trained.model.ood.method_name}) for the exported {trained.name} differs "
+            f"from the checkpoint's by {delta:.3g} on {len(images)} {origin}, above the tolerance {TOLERANCE:g}. "
+            "Nothing was written."
+        )
+    return probabilities
 
 
 def _write_keras(trained: TrainedNetwork, path: Path, images: np.ndarray, fmt: str) -> np.ndarray:
@@ -200,7 +222,7 @@ def main(argv: list[str]) -> None:
     expected = torch_probabilities(trained, images)
     runtime = "ONNX Runtime" if fmt == "onnx" else "Keras"
     with staged(output) as tmp:
-        found = _write_onnx(trained, tmp, images) if fmt == "onnx" else _write_keras(trained, tmp, images, fmt)
+        found = _write_onnx(trained, tmp, images, origin) if fmt == "onnx" else _write_keras(trained, tmp, images, fmt)
         delta = float(np.abs(found - expected).max())
         if not delta <= TOLERANCE:  # also catches NaN
             raise ExportError(
@@ -213,6 +235,15 @@ def main(argv: list[str]) -> None:
     if temperature != 1.0:
         inside = "a Div node in the graph" if fmt == "onnx" else "folded into the last Dense layer's weights and bias"
         print(f"The temperature T = {temperature:.4f} is {inside}; the probabilities are the calibrated ones.")
+    ood = trained.model.ood
+    if fmt == "onnx":
+        verdict = f"'not a digit' above {float(ood.threshold):.4g}" if ood.fitted else "no 'not a digit' threshold"
+        print(f"The OOD score ({ood.method_name}) is the output 'ood_score'; {verdict} (metadata ood_threshold).")
+    elif ood.fitted:
+        print(
+            f"A Keras file cannot carry the OOD score ({ood.method_name}) nor its threshold "
+            f"({float(ood.threshold):.4g}): see docs/keras.md for what to compute yourself."
+        )
     print(
         f"Wrote {output} ({fmt}: {trained.name}, normalization {trained.normalization}). Checked with {runtime} on "
         f"{len(images)} {origin}: max |Δp| = {delta:.2g} against PyTorch, the same digit for {agree} of {len(images)}."

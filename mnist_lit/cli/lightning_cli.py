@@ -28,6 +28,7 @@ from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.training.calibrate import calibrate, check_calibratable
 from mnist_lit.training.checkpoints import AtomicCheckpointIO, class_path_of, read_checkpoint, resolve_class
+from mnist_lit.training.ood import check_ood_fittable, fit_ood
 from mnist_lit.training.resume import check_resumable, latest_last_checkpoint, run_folder_of
 from mnist_lit.utils.io import free_name
 
@@ -94,6 +95,20 @@ class MNISTLitCLI(LightningCLI):
             "(refused when it is the test set), save them in checkpoints/calibrated.ckpt, then test with them.",
         )
         parser.add_argument(
+            "--ood.method",
+            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,
+            default=None,
+            help="For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
+            "training images, threshold on the validation split; refused when it is the test set) and save it in "
+            "checkpoints/calibrated.ckpt.",
+        )
+        parser.add_argument(
+            "--ood.keep",
+            type=float,
+            default=0.99,
+            help="For `fit` with --ood.method: the share of validation digits the 'not a digit' threshold keeps.",
+        )
+        parser.add_argument(
             "--unsure_threshold",
             type=float | None,
             default=None,
@@ -126,6 +141,8 @@ class MNISTLitCLI(LightningCLI):
                 prepare_resume(options, checkpoint)
             if subcommand == "fit" and options.get("calibrate"):
                 check_calibratable(options.data.get("val_split"), option="--calibrate")
+            if subcommand == "fit" and options.get("ood") and options.ood.get("method"):
+                check_ood_fittable(options.data.get("val_split"), options.ood.method)
             if subcommand == "predict" and options.get("explain") and is_onnx(options.get("ckpt_path")):
                 raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
@@ -201,16 +218,23 @@ class MNISTLitCLI(LightningCLI):
         as the notebooks do, unless switched off."""
         if self.trainer.interrupted:
             return
-        if self.config.fit.get("calibrate"):
-            self._calibrate()
+        ood = self.config.fit.get("ood") or {}
+        if self.config.fit.get("calibrate") or ood.get("method"):
+            self._calibrate(bool(self.config.fit.get("calibrate")), ood.get("method"), ood.get("keep", 0.99))
         if self.config.fit.get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
-    def _calibrate(self) -> None:
-        """Temperature scaling on the validation split, saved as ``checkpoints/calibrated.ckpt`` (a free name)."""
-        result = calibrate(self.model, self.datamodule)
-        self.model.calibration_fit = result.as_dict()
-        rank_zero_info(result.summary())
+    def _calibrate(self, temperature: bool, ood_method: str | None, ood_keep: float) -> None:
+        """Temperature scaling on the validation split, then the OOD score, as asked; saved as
+        ``checkpoints/calibrated.ckpt`` (a free name)."""
+        if temperature:
+            result = calibrate(self.model, self.datamodule)
+            self.model.calibration_fit = result.as_dict()
+            rank_zero_info(result.summary())
+        if ood_method:
+            ood = fit_ood(self.model, self.datamodule, ood_method, ood_keep)
+            self.model.ood_fit = ood.as_dict()
+            rank_zero_info(ood.summary())
         checkpoint = self.trainer.checkpoint_callback
         dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
         folder = Path(dirpath) if dirpath else None

@@ -16,11 +16,16 @@ from mnist_lit.errors import UserError
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+SCORE_NAME = "ood_score"
 INPUT_CONTRACT = (
     f"float32 (N, 1, {IMAGE_SIDE}, {IMAGE_SIDE}), N dynamic: raw pixel values 0-255, MNIST polarity (a light digit "
     "on a dark background)"
 )
 OUTPUT_CONTRACT = f"float32 (N, {NUM_CLASSES}): the probabilities of the digits 0-9 (softmax)"
+SCORE_CONTRACT = (
+    "float32 (N,): how unlike a digit each image is (higher: less; metadata ood_method); 'not a digit' above the "
+    "metadata's ood_threshold"
+)
 
 
 class OnnxModelError(UserError):
@@ -82,10 +87,32 @@ class OnnxRunner:
             threshold = 0.0
         #: The export's "not sure" threshold, from its metadata (None: none, or an export older than calibration).
         self.unsure_threshold: float | None = threshold if threshold > 0 else None
+        #: Whether the graph has the OOD score as a second output (exports older than it do not: their score is
+        #: max-softmax, from the probabilities, with no threshold).
+        self.has_score = SCORE_NAME in outputs
+        self.ood_method: str = self.metadata.get("ood_method", "max_softmax") if self.has_score else "max_softmax"
+        try:
+            ood_threshold = float(self.metadata.get("ood_threshold", "inf"))
+        except ValueError:
+            ood_threshold = float("inf")
+        #: The export's "not a digit" threshold, from its metadata (None: none fitted).
+        self.ood_threshold: float | None = ood_threshold if self.has_score and np.isfinite(ood_threshold) else None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""
-        x = np.ascontiguousarray(pixels, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
-            raise ValueError(f"expected images of shape (N, 1, {IMAGE_SIDE}, {IMAGE_SIDE}), got {x.shape}")
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: _checked(pixels)})[0]
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities, and the (N,) float32 OOD scores, in one run of the graph."""
+        if not self.has_score:
+            probabilities = self.probabilities(pixels)
+            return probabilities, -probabilities.max(axis=1)
+        probabilities, scores = self.session.run([OUTPUT_NAME, SCORE_NAME], {INPUT_NAME: _checked(pixels)})
+        return probabilities, scores
+
+
+def _checked(pixels: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(pixels, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
+        raise ValueError(f"expected images of shape (N, 1, {IMAGE_SIDE}, {IMAGE_SIDE}), got {x.shape}")
+    return x

@@ -19,9 +19,17 @@ class Runner(Protocol):
     source: Path
     #: The top probability under which an answer is "not sure" (None: no threshold, every answer is given).
     unsure_threshold: float | None
+    #: The OOD score (higher: less like a digit): ``max_softmax``, ``energy`` or ``mahalanobis``.
+    ood_method: str
+    #: The score above which an input is "not a digit" (None: none fitted, every input is taken for a digit).
+    ood_threshold: float | None
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for (N, 1, 28, 28) raw pixel values (uint8 or float, 0-255)."""
+        ...
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities, and the (N,) float32 OOD scores, in one pass."""
         ...
 
 
@@ -34,3 +42,13 @@ def load_runner(path: str | Path) -> Runner:
     from mnist_lit.inference.torch_runner import TorchRunner  # torch and Lightning: only for checkpoints
 
     return TorchRunner(path)
+
+
+def predict_with_scores(runner: Runner, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``runner.predict(pixels)``; for a runner with ``probabilities`` only, its max-softmax scores (minus the top
+    probability), which need nothing fitted."""
+    predict = getattr(runner, "predict", None)
+    if predict is not None:
+        return predict(pixels)
+    probabilities = runner.probabilities(pixels)
+    return probabilities, -probabilities.max(axis=1)

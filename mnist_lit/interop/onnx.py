@@ -6,8 +6,11 @@ The exported model's contract (also stored in its ``metadata_props``):
   on a dark background);
 - output ``probabilities``: float32, (N, 10), the softmax over the digits 0-9 of the logits divided by the
   checkpoint's temperature (a Div node in the graph; 1 for an uncalibrated checkpoint);
+- output ``ood_score``: float32, (N,), how unlike a digit each image is (higher: less), the checkpoint's OOD score
+  (``max_softmax``, ``energy`` or ``mahalanobis``, see :mod:`mnist_lit.models.ood`) computed in the graph;
 - metadata ``temperature`` and ``unsure_threshold`` (the top probability under which an answer is "not sure";
-  0: none), which :class:`~mnist_lit.inference.onnx_runner.OnnxRunner` reads.
+  0: none), ``ood_method`` and ``ood_threshold`` (the score above which an image is "not a digit"; ``inf``: none
+  fitted), which :class:`~mnist_lit.inference.onnx_runner.OnnxRunner` reads.
 
 The checkpoint's normalization is inside the graph (what is exported is
 :class:`~mnist_lit.inference.torch_runner.PixelClassifier`), so no deployer can get it wrong; the network is exported
@@ -28,15 +31,29 @@ from mnist_lit.inference.onnx_runner import (
     INPUT_NAME,
     OUTPUT_CONTRACT,
     OUTPUT_NAME,
+    SCORE_CONTRACT,
+    SCORE_NAME,
     OnnxRunner,
 )
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.models.base import MNISTClassifier
+from mnist_lit.models.ood import OOD_METHODS
 from mnist_lit.training.checkpoints import TrainedNetwork
 
 
 class OnnxExportError(UserError):
     """A network that could not be exported to ONNX as the contract requires."""
+
+
+class _Scored(nn.Module):
+    """The exported module: :meth:`PixelClassifier.scored` as ``forward``, so the graph has both outputs."""
+
+    def __init__(self, module: PixelClassifier) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module.scored(pixels)
 
 
 def export_onnx(trained: TrainedNetwork) -> bytes:
@@ -54,12 +71,12 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
             f"exporting to ONNX needs onnx and onnxscript: pip install onnx onnxscript (or pip install -e "
             f"'.[export]') ({err})."
         ) from err
-    module = PixelClassifier.of(trained)
+    module = _Scored(PixelClassifier.of(trained)).eval()
     example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE)
     try:
         program = torch.onnx.export(
             module, (example,), dynamo=True, external_data=False, verbose=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, SCORE_NAME],
             dynamic_shapes={"pixels": {0: torch.export.Dim("N")}},
         )  # fmt: skip
     except Exception as err:  # the exporter raises many types; each means this network cannot be exported as is
@@ -76,8 +93,11 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
         "source_checkpoint": str(trained.path),
         "temperature": repr(float(trained.model.temperature)),
         "unsure_threshold": repr(float(trained.model.unsure_threshold)),
+        "ood_method": trained.model.ood.method_name,
+        "ood_threshold": repr(float(trained.model.ood.threshold)),
         "input": f"{INPUT_NAME}: {INPUT_CONTRACT}",
         "output": f"{OUTPUT_NAME}: {OUTPUT_CONTRACT}",
+        "output_ood_score": f"{SCORE_NAME}: {SCORE_CONTRACT}",
         "exported_by": "mnist_lit export",
     }
     for key, value in metadata.items():
@@ -85,7 +105,8 @@ def export_onnx(trained: TrainedNetwork) -> bytes:
         entry.key, entry.value = key, value
     proto.doc_string = (
         f"{trained.name}, exported by mnist_lit. Input {INPUT_NAME}: {INPUT_CONTRACT}. "
-        f"Output {OUTPUT_NAME}: {OUTPUT_CONTRACT}. The normalization ({trained.normalization}) is inside the graph."
+        f"Output {OUTPUT_NAME}: {OUTPUT_CONTRACT}. Output {SCORE_NAME}: {SCORE_CONTRACT}. "
+        f"The normalization ({trained.normalization}) is inside the graph."
     )
     return proto.SerializeToString()
 
@@ -111,6 +132,9 @@ class OnnxPredictor(MNISTClassifier):
         super().__init__(nn.Identity(), init="torch")
         self.runner = runner
         self.unsure_threshold.fill_(runner.unsure_threshold or 0.0)
+        # The export's score and threshold, for the writer's table (the statistics stay in the graph).
+        self.ood.method.fill_(OOD_METHODS.index(runner.ood_method))
+        self.ood.threshold.fill_(float("inf") if runner.ood_threshold is None else runner.ood_threshold)
 
     @classmethod
     def for_config(cls, path: str, configured: type) -> OnnxPredictor:
@@ -127,8 +151,14 @@ class OnnxPredictor(MNISTClassifier):
     def forward(self, x: Tensor) -> Tensor:
         raise RuntimeError("an exported ONNX model only predicts (from raw pixels, in predict_step)")
 
-    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities (N x 10) from ONNX Runtime, for the batch's raw pixels."""
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Class probabilities (N x 10), OOD scores and verdicts from ONNX Runtime, for the batch's raw pixels."""
         index = batch[1].cpu()
         raw = self.trainer.datamodule.data_predict.images[index].unsqueeze(1)  # type: ignore[attr-defined]
-        return torch.from_numpy(self.runner.probabilities(raw.cpu().numpy()))
+        probabilities, scores = self.runner.predict(raw.cpu().numpy())
+        score = torch.from_numpy(scores)
+        return {
+            "probabilities": torch.from_numpy(probabilities),
+            "ood_score": score,
+            "not_digit": self.ood.not_digit(score),
+        }

@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassConfusionMatrix
 from torchmetrics.utilities import dim_zero_cat
 
+from mnist_lit.models.ood import OODScorer
 from mnist_lit.reporting.calibration import N_BINS, reliability_bins
 from mnist_lit.reporting.metrics import evaluation_summary
 
@@ -81,6 +82,10 @@ class MNISTClassifier(LightningModule):
     validation split) and ``unsure_threshold`` (an answer whose top probability is under it is "not sure"; 0: never).
     Checkpoints saved before they existed load with T = 1 and no threshold. Validation and test losses, calibration
     errors and ``predict``'s probabilities all use T; the training loss does not (T is 1 while training).
+
+    ``ood`` (:class:`~mnist_lit.models.ood.OODScorer`) holds how unlike a digit an input is: the score's method, its
+    statistics and the "not a digit" threshold, fitted after training (``--ood.method``, ``calibrate --ood``); see
+    :meth:`logits_and_ood_score`. Unfitted (and in older checkpoints): the max-softmax score, never "not a digit".
     """
 
     # What nn.Module's attribute lookup hides from a type checker: the buffers and the saved arguments.
@@ -136,18 +141,41 @@ class MNISTClassifier(LightningModule):
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("unsure_threshold", torch.zeros(()))
         self.register_load_state_dict_pre_hook(_calibration_defaults)
+        self.ood = OODScorer(feature_dim=_feature_dim(self.net))
         self._logged_this_epoch: set[str] = set()
         self._resumed_rng_state: dict[str, Any] | None = None
         #: The latest evaluation of each of ``val`` and ``test`` (see :meth:`_evaluate`), for the report writers.
         self.evaluations: dict[str, dict[str, Any]] = {}
         #: What temperature scaling found after this process's fit (validation before and after), if it ran.
         self.calibration_fit: dict[str, Any] | None = None
+        #: What fitting the OOD score found after this process's fit (see :mod:`mnist_lit.training.ood`), if it ran.
+        self.ood_fit: dict[str, Any] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of normalized images (N x 1 x 28 x 28)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The penultimate features (N x D) of a batch of normalized images: the input of the output layer."""
+        if not _ends_in_linear(self.net):
+            raise TypeError(f"{type(self).__name__}.net must be an nn.Sequential ending in nn.Linear to give features")
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net[:-1](x)  # type: ignore[index]  # an nn.Sequential: checked above
+
+    def logits_and_ood_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The raw logits (N x 10; T not applied) and the OOD score (N,; higher: less like a digit) in one pass.
+
+        A network that does not end in an ``nn.Linear`` has no features to offer: its logits give the softmax scores.
+        """
+        if not _ends_in_linear(self.net):
+            logits = self(x)
+            return logits, self.ood(logits, None, self.temperature)
+        features = self.features(x)
+        logits = self.net[-1](features)  # type: ignore[index]  # features() checked the net
+        return logits, self.ood(logits, features, self.temperature)
 
     def scaled_logits(self, x: Tensor) -> Tensor:
         """Logits divided by the temperature: their softmax is the network's calibrated probabilities."""
@@ -194,9 +222,12 @@ class MNISTClassifier(LightningModule):
         """Test loss, accuracy and confusion matrix; the logits go on to callbacks (figures of predictions)."""
         return self._shared_step(batch, "test")
 
-    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities (N x 10), as Keras' ``predict`` returns them, at the network's temperature."""
-        return self.scaled_logits(batch[0]).softmax(dim=1)
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """``probabilities``: the class probabilities (N x 10), as Keras' ``predict`` returns them, at the network's
+        temperature; ``ood_score`` (N,): how unlike a digit each input is, and ``not_digit`` (N,, bool)."""
+        logits, score = self.logits_and_ood_score(batch[0])
+        probabilities = (logits / self.temperature).softmax(dim=1)
+        return {"probabilities": probabilities, "ood_score": score, "not_digit": self.ood.not_digit(score)}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Log the batch's loss on the steps whose values Lightning writes (every ``log_every_n_steps``-th, counted
@@ -213,6 +244,12 @@ class MNISTClassifier(LightningModule):
             )
             self.temperature.fill_(1.0)
             self.unsure_threshold.zero_()
+        if self.ood.fitted:
+            rank_zero_warn(
+                f"Training from weights with a fitted OOD score ({self.ood.method_name}): its statistics and threshold "
+                "no longer hold and are reset; fit it again after training (--ood.method)."
+            )
+            self.ood.reset()
 
     def on_train_epoch_start(self) -> None:
         """Log the training metrics again in this epoch (see ``_shared_step``); after a resume, first put back the
@@ -322,6 +359,15 @@ def _calibration_defaults(module: nn.Module, state_dict: dict[str, Any], prefix:
     """A checkpoint saved before the calibration buffers existed loads as uncalibrated: T = 1, no threshold."""
     state_dict.setdefault(f"{prefix}temperature", torch.ones(()))
     state_dict.setdefault(f"{prefix}unsure_threshold", torch.zeros(()))
+
+
+def _ends_in_linear(net: nn.Module) -> bool:
+    return isinstance(net, nn.Sequential) and len(net) > 0 and isinstance(net[-1], nn.Linear)
+
+
+def _feature_dim(net: nn.Module) -> int:
+    """The width of the penultimate features: the output layer's input (0 for a network without one)."""
+    return int(net[-1].in_features) if _ends_in_linear(net) else 0  # type: ignore[index]
 
 
 def get_rng_state() -> dict[str, Any]:

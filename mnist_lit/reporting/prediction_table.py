@@ -8,13 +8,16 @@ import io
 import numpy as np
 
 from mnist_lit.reporting.calibration import is_unsure
+from mnist_lit.reporting.ood import is_not_digit
 
 
 class PredictionTable:
     """Probabilities of N inputs over the 10 digits, with their names, as a CSV file or a printed table.
 
     With an ``unsure_threshold``, an input whose top probability is under it is marked "not sure" (the CSV's
-    ``unsure`` column, 0 or 1; the table's answer reads ``not sure: 7 or 1?``).
+    ``unsure`` column, 0 or 1; the table's answer reads ``not sure: 7 or 1?``). With ``ood_scores`` (higher: less
+    like a digit) the CSV has ``ood_score``, and with an ``ood_threshold`` an input scoring above it is "not a digit"
+    (the CSV's ``not_digit``, 0 or 1; the table's answer reads ``not a digit``, which comes before "not sure").
     """
 
     def __init__(
@@ -24,6 +27,9 @@ class PredictionTable:
         labels: list[int] | None = None,
         top_k: int = 3,
         unsure_threshold: float | None = None,
+        ood_scores: np.ndarray | None = None,
+        ood_threshold: float | None = None,
+        ood_method: str | None = None,
     ) -> None:
         if len(names) != len(probs) or (labels is not None and len(labels) != len(names)):
             raise ValueError(f"{len(names)} names, {len(probs)} probability rows and labels do not match")
@@ -35,9 +41,19 @@ class PredictionTable:
         self.confidence = probs[np.arange(len(probs)), self.ranked[:, 0]].tolist()
         self.unsure_threshold = unsure_threshold
         self.unsure = is_unsure(np.asarray(self.confidence), unsure_threshold).tolist()
+        if ood_scores is not None and len(ood_scores) != len(names):
+            raise ValueError(f"{len(names)} names but {len(ood_scores)} OOD scores")
+        self.ood_scores = None if ood_scores is None else np.asarray(ood_scores, dtype=np.float64)
+        self.ood_threshold = ood_threshold if ood_threshold is not None and np.isfinite(ood_threshold) else None
+        self.ood_method = ood_method
+        scores = np.zeros(len(names)) if self.ood_scores is None else self.ood_scores
+        self.not_digit = is_not_digit(scores, self.ood_threshold).tolist()
 
     def answer(self, i: int) -> str:
-        """The digit, or ``not sure: 7 or 1?`` (the two most likely digits) when input ``i`` is unsure."""
+        """The digit; ``not a digit`` when input ``i`` scores above the OOD threshold; else ``not sure: 7 or 1?`` (the
+        two most likely digits) when it is unsure."""
+        if self.not_digit[i]:
+            return "not a digit"
         if self.unsure[i]:
             second = f" or {self.ranked[i, 1]}" if self.ranked.shape[1] > 1 else ""
             return f"not sure: {self.digits[i]}{second}?"
@@ -51,13 +67,15 @@ class PredictionTable:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         label_column = ["label"] if self.labels is not None else []
-        header = ["path", "digit", "probability", "top3", "unsure", *label_column, *(f"p{d}" for d in range(10))]
-        writer.writerow(header)
+        ood_columns = ["not_digit", "ood_score"] if self.ood_scores is not None else []
+        header = ["path", "digit", "probability", "top3", "unsure", *ood_columns, *label_column]
+        writer.writerow([*header, *(f"p{d}" for d in range(10))])
         for i, name in enumerate(self.names):
             label = [self.labels[i]] if self.labels is not None else []
+            ood = [int(self.not_digit[i]), f"{self.ood_scores[i]:.6g}"] if self.ood_scores is not None else []
             probs = (f"{p:.6f}" for p in self.probs[i])
-            row = [name, self.digits[i], f"{self.confidence[i]:.6f}", self.top(i), int(self.unsure[i]), *label, *probs]
-            writer.writerow(row)
+            row = [name, self.digits[i], f"{self.confidence[i]:.6f}", self.top(i), int(self.unsure[i]), *ood, *label]
+            writer.writerow([*row, *probs])
         return buffer.getvalue()
 
     def render(self, max_rows: int = 50) -> str:
@@ -76,6 +94,10 @@ class PredictionTable:
         if self.unsure_threshold:
             count = sum(self.unsure)
             lines.append(f"Not sure: {count} of {len(self.names)} (top probability under {self.unsure_threshold:.4f}).")
+        if self.ood_threshold is not None:
+            count = sum(self.not_digit)
+            method = f"{self.ood_method} " if self.ood_method else ""
+            lines.append(f"Not a digit: {count} of {len(self.names)} ({method}score above {self.ood_threshold:.4g}).")
         return "\n".join(lines)
 
 

@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mnist_lit.data.files import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
 from mnist_lit.errors import UserError
-from mnist_lit.inference.runners import Runner
+from mnist_lit.inference.runners import Runner, predict_with_scores
 from mnist_lit.reporting.calibration import is_unsure
+from mnist_lit.reporting.ood import is_not_digit
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The largest request body accepted, in bytes: room for a phone photo; a drawing from the page is a few KB.
@@ -91,15 +92,24 @@ class Prediction:
     unsure_threshold: float | None = None
     explanation: np.ndarray | None = None
     explain_method: str | None = None
+    ood_score: float = float("nan")
+    ood_threshold: float | None = None
+    ood_method: str | None = None
 
     @property
     def unsure(self) -> bool:
         """Whether the top probability is under the threshold: the page then says "not sure: 7 or 1?"."""
         return bool(is_unsure(np.array([max(self.probabilities)]), self.unsure_threshold)[0])
 
+    @property
+    def not_digit(self) -> bool:
+        """Whether the OOD score is above its threshold: the page then says it does not look like a digit."""
+        return bool(is_not_digit(np.array([self.ood_score]), self.ood_threshold)[0])
+
     def to_json(self, network: str) -> dict[str, Any]:
-        """The API's answer: the digit, the ten probabilities, whether it is unsure (and the runner-up), the image
-        as a PNG ``data:`` URL for the page, and, when asked for, the attribution map as an RGBA PNG overlay."""
+        """The API's answer: the digit, the ten probabilities, whether it is unsure (and the runner-up), whether it
+        is not a digit (and the OOD score, its method and threshold), the image as a PNG ``data:`` URL for the page,
+        and, when asked for, the attribution map as an RGBA PNG overlay."""
         ranked = sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])
         answer: dict[str, Any] = {
             "digit": self.digit,
@@ -107,6 +117,10 @@ class Prediction:
             "unsure": self.unsure,
             "unsure_threshold": self.unsure_threshold,
             "runner_up": ranked[1],
+            "not_digit": self.not_digit,
+            "ood_score": self.ood_score if np.isfinite(self.ood_score) else None,
+            "ood_method": self.ood_method,
+            "ood_threshold": self.ood_threshold,
             "image": png_data_url(self.image),
             "network": network,
         }
@@ -146,7 +160,8 @@ class DigitReader:
                 raise HTTPException(422, f"the image {err}") from err
         explanation = None
         with self._inference:
-            probabilities = self.runner.probabilities(image[None, None])[0]
+            probabilities, scores = predict_with_scores(self.runner, image[None, None])
+            probabilities = probabilities[0]
             if explain is not None:
                 try:
                     explanation = self.runner.explain(image[None, None], explain)[0]  # type: ignore[attr-defined]
@@ -159,6 +174,9 @@ class DigitReader:
             getattr(self.runner, "unsure_threshold", None),
             explanation,
             explain,
+            float(scores[0]),
+            getattr(self.runner, "ood_threshold", None),
+            getattr(self.runner, "ood_method", "max_softmax"),
         )
 
 
@@ -255,7 +273,7 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
     No interactive API docs: FastAPI's fetch their scripts from a CDN, and the README documents the two endpoints.
     """
     reader = DigitReader(runner, max_pixels)
-    reader.runner.probabilities(np.zeros((1, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32))  # warm up, fail early
+    predict_with_scores(runner, np.zeros((1, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32))  # warm up, fail early
     can_explain = hasattr(runner, "explain") and importlib.util.find_spec("captum") is not None
     health = {
         "status": "ok",
@@ -266,6 +284,8 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
         "max_pixels": max_pixels,
         "formats": list(FORMATS),
         "unsure_threshold": getattr(runner, "unsure_threshold", None),
+        "ood_method": getattr(runner, "ood_method", "max_softmax"),
+        "ood_threshold": getattr(runner, "ood_threshold", None),
         "explain": list(EXPLAIN_METHODS) if can_explain else [],
     }
     app = FastAPI(title="mnist_lit: draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
@@ -295,8 +315,8 @@ def create_app(runner: Runner, max_body_bytes: int = MAX_BODY_BYTES, max_pixels:
 
     @app.post("/api/predict")
     async def predict(request: Request, explain: str | None = None) -> JSONResponse:
-        """The digit in the picture sent, its ten probabilities, whether it is unsure, and the 28 x 28 image the
-        network saw; with ``?explain=ig|saliency|gradcam``, also what it looked at."""
+        """The digit in the picture sent, its ten probabilities, whether it is unsure or not a digit, and the 28 x 28
+        image the network saw; with ``?explain=ig|saliency|gradcam``, also what it looked at."""
         if explain is not None and explain not in EXPLAIN_METHODS:
             raise HTTPException(422, f"explain={explain}: unknown method; choose one of {', '.join(EXPLAIN_METHODS)}")
         if explain is not None and not hasattr(runner, "explain"):

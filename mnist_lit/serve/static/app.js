@@ -7,6 +7,7 @@ const clearButton = document.getElementById("clear");
 const upload = document.getElementById("upload");
 const result = document.getElementById("result");
 const prediction = document.getElementById("prediction");
+const verdict = document.getElementById("verdict");
 const chart = document.getElementById("probabilities");
 const seen = document.getElementById("seen");
 const statusLine = document.getElementById("status");
@@ -51,9 +52,21 @@ function blankPad() {
 }
 
 function showAnswer(answer) {
-  // Under the network's "not sure" threshold, the two most likely digits instead of a confident answer.
-  prediction.textContent = answer.unsure ? `not sure: ${answer.digit} or ${answer.runner_up}?` : String(answer.digit);
-  prediction.classList.toggle("unsure", Boolean(answer.unsure));
+  // Above the network's OOD threshold, "not a digit"; else, under its "not sure" threshold, the two most likely
+  // digits instead of a confident answer.
+  if (answer.not_digit) {
+    prediction.textContent = "not a digit";
+  } else {
+    prediction.textContent = answer.unsure ? `not sure: ${answer.digit} or ${answer.runner_up}?` : String(answer.digit);
+  }
+  prediction.classList.toggle("not-digit", Boolean(answer.not_digit));
+  prediction.classList.toggle("unsure", !answer.not_digit && Boolean(answer.unsure));
+  verdict.hidden = !answer.not_digit;
+  verdict.textContent = answer.not_digit
+    ? `This does not look like a digit to the network (its ${answer.ood_method} score, ` +
+      `${answer.ood_score.toPrecision(3)}, is above ${answer.ood_threshold.toPrecision(3)}). ` +
+      `Its best guess would be ${answer.digit}.`
+    : "";
   answer.probabilities.forEach((p, digit) => {
     const { item, bar, value } = bars[digit];
     item.dataset.p = p.toFixed(4);
@@ -91,7 +104,9 @@ function resetAnswer(message = "") {
   looked.hidden = true;
   lookedCaption.hidden = true;
   looked.removeAttribute("src");
-  prediction.classList.remove("unsure");
+  prediction.classList.remove("unsure", "not-digit");
+  verdict.hidden = true;
+  verdict.textContent = "";
   statusLine.textContent = message;
   statusLine.classList.toggle("error", message !== "");
 }
@@ -218,7 +233,10 @@ async function showNetwork() {
   try {
     const health = await (await fetch("/api/health")).json();
     const sure = health.unsure_threshold ? ` Not sure under p = ${health.unsure_threshold.toFixed(3)}.` : "";
-    footer.textContent = `Network: ${health.network}, from ${health.checkpoint}.${sure}`;
+    const digit = health.ood_threshold !== null && health.ood_threshold !== undefined
+      ? ` Not a digit above ${health.ood_method} score ${health.ood_threshold.toPrecision(3)}.`
+      : "";
+    footer.textContent = `Network: ${health.network}, from ${health.checkpoint}.${sure}${digit}`;
     if (!health.explain || health.explain.length === 0) {
       explainBox.disabled = true;
       explainBox.parentElement.title = "This server runs an ONNX export, which has no gradients to explain.";
