@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -114,11 +116,13 @@ def exposed_datamodule(tiny: TinyMNIST, **outlier_options: object) -> MNISTDataM
 
 def test_training_batches_carry_outliers_labelled_minus_one(tiny_mnist: TinyMNIST) -> None:
     dm = exposed_datamodule(tiny_mnist)
+    assert dm.outlier_images is None  # made for training only
+    loader = dm.train_dataloader()
     assert dm.outlier_images is not None and dm.outlier_images.shape == (40, 28, 28)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     dm.trainer = trainer
     trainer.state.stage = "train"  # trainer.training
-    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
     assert images.shape == (40, 1, 28, 28) and images.dtype == torch.float32
     assert labels[:32].min() >= 0 and (labels[32:] == OUTLIER_LABEL).all()
     pool = {image.tobytes() for image in dm.outlier_images.numpy()}
@@ -191,3 +195,33 @@ def test_a_tiny_outlier_exposed_network_flags_noise_and_shapes_more_than_a_plain
     assert digits >= 0.95 and plain_digits >= 0.95
     assert exposed_shapes <= 0.25 and exposed_shapes <= plain_shapes - 0.2  # measured: 0.14 against 0.45
     assert exposed_noise <= 0.25 and exposed_noise <= plain_noise - 0.05  # measured: 0.18 against 0.30
+
+
+def test_the_test_reports_not_a_digit_on_held_out_families(tiny_mnist: TinyMNIST, tmp_path) -> None:
+    """``OODReport`` + ``MetricsReport``: metrics.json's ``ood`` has each held-out family's AUROC and FPR at 95% TPR
+    for each score, the digit-like letters apart, and the ROC figure is in the run's figures."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from mnist_lit.callbacks import MetricsReport, OODReport
+
+    pl.seed_everything(0, verbose=False)
+    dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, batch_size=32, val_split="test", download=False)
+    logger = TensorBoardLogger(tmp_path / "logs", name="ood", version=0)
+    trainer = pl.Trainer(
+        max_epochs=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[OODReport(per_family=12), MetricsReport()],
+    )  # fmt: skip
+    model = FastCNN()
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    report = json.loads((tmp_path / "logs" / "ood" / "version_0" / "metrics.json").read_text())["ood"]
+    assert set(report["families"]) == {*HELD_OUT_FAMILIES, "digit_like_letters"}
+    assert report["scores"] == ["max_softmax", "energy"] and report["digits"] == tiny_mnist.n_test
+    for family in report["families"].values():
+        for score in ("max_softmax", "energy"):
+            assert 0.0 <= family[score]["auroc"] <= 1.0 and 0.0 <= family[score]["fpr_at_95_tpr"] <= 1.0
+            assert family[score]["others"] == 12
+    assert report["all_held_out"]["energy"]["others"] == 12 * len(HELD_OUT_FAMILIES)  # digit-like letters apart
+    assert report["fitted"] == {"method": "max_softmax", "threshold": None}
+    assert (tmp_path / "logs" / "ood" / "version_0" / "figures" / "ood_roc.png").is_file()

@@ -11,6 +11,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from mnist_lit.callbacks.ood import OODReport
 from mnist_lit.callbacks.outputs import best_checkpoint, require_classifier, run_dir_or_warn
 from mnist_lit.callbacks.timing import EpochClock
 from mnist_lit.utils.io import atomic_write_bytes
@@ -68,6 +69,10 @@ class MetricsReport(Callback):
         }
         if pl_module.calibration_fit is not None:
             report["temperature_scaling"] = pl_module.calibration_fit
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by a connector
+        ood = next((c.result for c in callbacks if isinstance(c, OODReport) and c.result), None)
+        if ood is not None:
+            report["ood"] = ood
         if self._fitted and not trainer.ckpt_path:
             report.update(
                 epochs_run=trainer.current_epoch,

@@ -69,7 +69,7 @@ class MNISTDataModule(LightningDataModule):
             strokes, low resolution, blur, JPEG artefacts, uneven background, inverted polarity; see
             :class:`~mnist_lit.data.distort.Distortions`), after the affine transform. Unset: none.
         outliers: non-digits mixed into each training batch, labelled ``-1`` (outlier exposure; see
-            :class:`~mnist_lit.data.outliers.OutlierExposure`): made once from a seed when the data is set up,
+            :class:`~mnist_lit.data.outliers.OutlierExposure`): made once from a seed when training starts,
             transformed with the batch. Validation, test and predict never contain any. Unset: none.
     """
 
@@ -123,7 +123,8 @@ class MNISTDataModule(LightningDataModule):
         self.predict_names: list[str] = []
         self.predict_labels: Tensor | None = None
         self.predict_skipped: list[tuple[str, str]] = []
-        #: The outlier images of ``outliers`` (M x 28 x 28 uint8), made in :meth:`setup`.
+        #: The outlier images of ``outliers`` (M x 28 x 28 uint8), made with the first training loader (validate,
+        #: test, predict and ``calibrate`` never need them).
         self.outlier_images: Tensor | None = None
 
     @property
@@ -176,8 +177,6 @@ class MNISTDataModule(LightningDataModule):
         train_idx, val_idx = self.split_indices(len(train_x))
         self.data_train = split(*take(train_idx, train_x, train_y))
         self.data_val = self.data_test if val_idx is None else split(*take(val_idx, train_x, train_y))
-        if self.outliers is not None:
-            self.outlier_images = self.make_outliers(self.data_train).to(device)
         if self.hparams.predict_path is None:
             self.data_predict = TensorImageDataset(test_x, torch.arange(len(test_x)))
             self.predict_names = [f"mnist_test[{i}]" for i in range(len(test_x))]
@@ -252,6 +251,8 @@ class MNISTDataModule(LightningDataModule):
         """Shuffled batches, in an order that depends only on the seed and the epoch (see EpochShuffleSampler)."""
         dataset = self._ready(self.data_train)
         self._augmented = None  # a new fit counts its batches from the start (see _batch_generator)
+        if self.outliers is not None and self.outlier_images is None:  # made for training only, once
+            self.outlier_images = self.make_outliers(dataset).to(dataset.images.device)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -338,7 +339,7 @@ class MNISTDataModule(LightningDataModule):
     def add_outliers(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """The batch with ``outliers.per_batch`` outlier images appended, drawn from the pool by ``generator``, and
         labelled :data:`~mnist_lit.data.outliers.OUTLIER_LABEL`."""
-        assert self.outliers is not None and self.outlier_images is not None, "setup() makes the outliers"
+        assert self.outliers is not None and self.outlier_images is not None, "train_dataloader() makes the outliers"
         pool = self.outlier_images
         index = torch.randint(len(pool), (self.outliers.per_batch,), generator=generator, device=generator.device)
         extra = pool[index.to(pool.device)].to(images.device).unsqueeze(1)
