@@ -1,4 +1,4 @@
-""""Not a digit" and digits from elsewhere, measured on what training never saw.
+""" "Not a digit" and digits from elsewhere, measured on what training never saw.
 
 For each checkpoint (calibrated or not: the scores read its temperature), every score is fitted as ``calibrate``
 fits it (``mnist_lit.training.ood.fit_ood``: Mahalanobis statistics on the training images, the threshold that keeps
@@ -100,7 +100,7 @@ def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.
         "test_acc": float((test_logits.argmax(1) == test_labels).float().mean()),
         "scores": {},
     }
-    for s, (images, labels) in real.items():
+    for s, (_, labels) in real.items():
         result.setdefault("real_acc", {})[s] = float((real_outputs[s][0].argmax(1).numpy() == labels).mean())
     curves = {}
     for method in OOD_METHODS:
@@ -154,7 +154,7 @@ def tables(results: dict[str, dict[str, Any]], families: list[str], real: list[s
     rows = [head]
     for s in real:
         cells = []
-        for name, r in results.items():
+        for r in results.values():
             adapted_acc = r.get("real_acc_adapted", {}).get(s)
             extra = f" (BN adapted: {adapted_acc:.1%})" if adapted_acc is not None else ""
             nd = ", ".join(f"{m} {r['scores'][m]['real_not_digit'][s]:.1%}" for m in OOD_METHODS)
