@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,10 @@ def test_fitting_the_score_on_the_test_set_is_refused(capsys: pytest.CaptureFixt
     assert exit_code(["fit", "--config", COMPACT, "--ood.method", "energy", *QUIET]) == 1
     err = capsys.readouterr().err
     assert "--ood.method" in err and "validates on the test set" in err and not Path("lightning_logs").exists()
+    assert (
+        exit_code(["fit", "--config", COMPACT, "--ood.method", "energy", "--ood.keep", "1.5", *HELD_OUT, *QUIET]) == 1
+    )
+    assert "--ood.keep 1.5: a share of the validation digits" in capsys.readouterr().err
 
 
 def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
@@ -346,3 +351,35 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
     probabilities, scores = old.predict(pixels)
     assert not old.has_score and old.ood_method == "max_softmax" and old.ood_threshold is None
     np.testing.assert_array_equal(scores, -probabilities.max(axis=1))
+
+
+def test_a_keras_export_says_it_cannot_carry_the_score(
+    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
+    pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    from mnist_lit.cli.lightning_cli import main
+
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.keras"), "--data_dir", "nowhere"])
+    out = capsys.readouterr().out
+    threshold = float(load_trained_network(ckpt).model.ood.threshold)
+    assert f"cannot carry the OOD score (mahalanobis) nor its threshold ({threshold:.4g})" in out
+    assert (tmp_path / "m.keras").is_file()
+
+
+def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: dict, tmp_path: Path) -> None:
+    from mnist_lit.cli.lightning_cli import main
+
+    checkpoint = torch.load(ood_run["run"] / "checkpoints" / "calibrated.ckpt", map_location="cpu", weights_only=True)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ood.")}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    np.save(tmp_path / "inputs.npy", odd_and_digits())
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.predict_path",
+          str(tmp_path / "inputs.npy"), *QUIET, "--predict_figure", "false"])  # fmt: skip
+    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    assert rows and all(row["not_digit"] == "0" for row in rows)  # loaded through Lightning's own strict load
+    np.testing.assert_allclose(
+        [float(r["ood_score"]) for r in rows], [-float(r["probability"]) for r in rows], atol=1e-6
+    )

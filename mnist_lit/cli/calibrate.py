@@ -112,15 +112,15 @@ def main(argv: list[str]) -> None:
     datamodule = datamodule_for(checkpoint, args.data_dir)
     check_calibratable(datamodule.hparams.val_split, option=f"calibrate --ckpt_path {ckpt_path}")
     target = output_path(ckpt_path, args.output, args.overwrite)
-    if not 0.0 < args.ood_keep <= 1.0:
-        raise UserError(f"--ood_keep {args.ood_keep}: a share of the validation digits, in (0, 1].")
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise UserError(f"--json {args.json}: the file exists; pass --overwrite to replace it, or name another.")
     trained = network_from_checkpoint(checkpoint, ckpt_path)
     # The softmax scores read the temperature, so a fitted score is fitted again after it, unless asked not to.
     ood_method = args.ood or (trained.model.ood.method_name if trained.model.ood.fitted else "none")
     if ood_method != "none":
-        check_ood_fittable(datamodule.hparams.val_split, ood_method, option="--ood")
+        check_ood_fittable(
+            datamodule.hparams.val_split, ood_method, option="--ood", keep=args.ood_keep, keep_option="--ood_keep"
+        )
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = trained.model

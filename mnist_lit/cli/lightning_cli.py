@@ -96,7 +96,7 @@ class MNISTLitCLI(LightningCLI):
         )
         parser.add_argument(
             "--ood.method",
-            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,
+            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,  # OOD_METHODS
             default=None,
             help="For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
             "training images, threshold on the validation split; refused when it is the test set) and save it in "
@@ -142,7 +142,9 @@ class MNISTLitCLI(LightningCLI):
             if subcommand == "fit" and options.get("calibrate"):
                 check_calibratable(options.data.get("val_split"), option="--calibrate")
             if subcommand == "fit" and options.get("ood") and options.ood.get("method"):
-                check_ood_fittable(options.data.get("val_split"), options.ood.method)
+                check_ood_fittable(
+                    options.data.get("val_split"), options.ood.method, keep=options.ood.keep, keep_option="--ood.keep"
+                )
             if subcommand == "predict" and options.get("explain") and is_onnx(options.get("ckpt_path")):
                 raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load

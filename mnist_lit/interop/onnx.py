@@ -7,7 +7,7 @@ The exported model's contract (also stored in its ``metadata_props``):
 - output ``probabilities``: float32, (N, 10), the softmax over the digits 0-9 of the logits divided by the
   checkpoint's temperature (a Div node in the graph; 1 for an uncalibrated checkpoint);
 - output ``ood_score``: float32, (N,), how unlike a digit each image is (higher: less), the checkpoint's OOD score
-  (``max_softmax``, ``energy`` or ``mahalanobis``, see :mod:`mnist_lit.models.ood`) computed in the graph;
+  (one of :data:`~mnist_lit.models.ood.OOD_METHODS`, see :mod:`mnist_lit.models.ood`) computed in the graph;
 - metadata ``temperature`` and ``unsure_threshold`` (the top probability under which an answer is "not sure";
   0: none), ``ood_method`` and ``ood_threshold`` (the score above which an image is "not a digit"; ``inf``: none
   fitted), which :class:`~mnist_lit.inference.onnx_runner.OnnxRunner` reads.
@@ -133,7 +133,8 @@ class OnnxPredictor(MNISTClassifier):
         self.runner = runner
         self.unsure_threshold.fill_(runner.unsure_threshold or 0.0)
         # The export's score and threshold, for the writer's table (the statistics stay in the graph).
-        self.ood.method.fill_(OOD_METHODS.index(runner.ood_method))
+        known = runner.ood_method in OOD_METHODS  # an export from a later version may name a score this one lacks
+        self.ood.method.fill_(OOD_METHODS.index(runner.ood_method) if known else 0)
         self.ood.threshold.fill_(float("inf") if runner.ood_threshold is None else runner.ood_threshold)
 
     @classmethod

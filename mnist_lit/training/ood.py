@@ -28,10 +28,14 @@ class OODFitError(UserError):
     """An OOD score that must not, or cannot, be fitted as asked."""
 
 
-def check_ood_fittable(val_split: str, method: str, option: str = "--ood.method") -> None:
-    """Refuse an unknown method, and a threshold fitted on the test set."""
+def check_ood_fittable(
+    val_split: str, method: str, option: str = "--ood.method", keep: float = DEFAULT_OOD_KEEP, keep_option: str = "keep"
+) -> None:
+    """Refuse an unknown method, a share to keep outside (0, 1], and a threshold fitted on the test set."""
     if method not in OOD_METHODS:
         raise OODFitError(f"{option} {method}: unknown score; choose one of {', '.join(OOD_METHODS)}.")
+    if not 0.0 < keep <= 1.0:
+        raise OODFitError(f"{keep_option} {keep}: a share of the validation digits, in (0, 1].")
     if val_split == "test":
         raise OODFitError(
             f"{option}: this run validates on the test set (data.val_split: test), and a 'not a digit' threshold "
@@ -94,9 +98,7 @@ def fit_ood(
 ) -> OODFitResult:
     """Fit ``method``'s statistics on the training images and its threshold on the validation split, into
     ``model.ood``'s buffers (hence into any checkpoint saved after)."""
-    check_ood_fittable(datamodule.hparams.val_split, method)
-    if not 0.0 < keep <= 1.0:
-        raise OODFitError(f"keep {keep}: a share of the validation digits, in (0, 1].")
+    check_ood_fittable(datamodule.hparams.val_split, method, keep=keep)
     scorer = model.ood
     train_images = 0
     if uses_features(method):
