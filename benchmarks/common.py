@@ -28,7 +28,7 @@ from torch import Tensor
 
 from mnist_lit.cli.lightning_cli import MNISTLitCLI, build_cli
 from mnist_lit.data.datamodule import MNISTDataModule, TensorImageDataset
-from mnist_lit.data.files import encode_idx
+from mnist_lit.data.idx import encode_idx
 from mnist_lit.models import CompactCNN, KerasReportCNN, MNISTClassifier
 from mnist_lit.utils.io import atomic_write_bytes
 

@@ -35,7 +35,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from mnist_lit.cli.lightning_cli import main as mnist_lit  # noqa: E402
+from mnist_lit.cli import main as mnist_lit  # noqa: E402
 from mnist_lit.inference.torch_runner import TorchRunner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """``python -m mnist_lit``: the LightningCLI entry point (the top-level ``--help`` answers without importing it)."""
 
-from mnist_lit.cli.dispatch import main
+from mnist_lit.cli.dispatch import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from tests.helpers import REAL_RAW_DIR, TinyMNIST, make_tiny_mnist, real_mnist_gz
 
 
@@ -14,7 +14,7 @@ from tests.helpers import REAL_RAW_DIR, TinyMNIST, make_tiny_mnist, real_mnist_g
 def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinyMNIST:
     """Tiny MNIST files in ``tmp_path/data``, accepted as *the* MNIST files for the duration of the test."""
     tiny = make_tiny_mnist(tmp_path / "data")
-    monkeypatch.setattr(files, "MNIST_FILES", tiny.specs)
+    monkeypatch.setattr(idx, "MNIST_FILES", tiny.specs)
     return tiny
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_lit.cli.lightning_cli import main  # noqa: E402
-from mnist_lit.data import datamodule, files  # noqa: E402
-from mnist_lit.data.files import IdxFileSpec  # noqa: E402
+from mnist_lit.cli import main  # noqa: E402
+from mnist_lit.data import datamodule, idx  # noqa: E402
+from mnist_lit.data.idx import IdxFileSpec  # noqa: E402
 
 
 def accept_tiny_files(raw_dir: Path) -> None:
@@ -32,7 +32,7 @@ def accept_tiny_files(raw_dir: Path) -> None:
         specs.append(
             IdxFileSpec(name, "images" if "images" in name else "labels", count, hashlib.sha256(data).hexdigest())
         )
-    files.MNIST_FILES = tuple(specs)
+    idx.MNIST_FILES = tuple(specs)
 
 
 def count_acquisitions(log: Path) -> None:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from mnist_lit.cli.lightning_cli import main
-from mnist_lit.data import files
-from mnist_lit.data.files import IdxFileSpec, encode_idx
+from mnist_lit.cli import main
+from mnist_lit.data import idx
+from mnist_lit.data.idx import IdxFileSpec, encode_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The real MNIST files for the tests marked ``real_data``: ``$MNIST_LIT_REAL_RAW``, else the project's own
@@ -90,7 +90,7 @@ def real_mnist_gz(dest: Path) -> Path | None:
     """The four real MNIST files as ``.gz`` in ``dest`` (copied, or compressed from plain IDX files), or None when
     :data:`REAL_RAW_DIR` lacks any of them."""
     sources = []
-    for spec in files.MNIST_FILES:
+    for spec in idx.MNIST_FILES:
         gz, plain = REAL_RAW_DIR / f"{spec.filename}.gz", REAL_RAW_DIR / spec.filename
         if not (gz.is_file() or plain.is_file()):
             return None
@@ -125,7 +125,7 @@ def tiny_specs(data_dir: str | Path) -> tuple[IdxFileSpec, ...]:
     process, which does not see the ``tiny_mnist`` fixture's patch)."""
     raw = Path(data_dir) / "MNIST" / "raw"
     specs = []
-    for spec in files.MNIST_FILES:
+    for spec in idx.MNIST_FILES:
         data = (raw / spec.filename).read_bytes()
         count = int.from_bytes(data[4:8], "big")
         specs.append(IdxFileSpec(spec.filename, spec.kind, count, hashlib.sha256(data).hexdigest()))
@@ -148,7 +148,7 @@ def tiny_compact_checkpoint(root: Path) -> Path:
     """A CompactCNN checkpoint (``last.ckpt``) from one epoch on tiny MNIST made under ``root``, for module fixtures."""
     tiny = make_tiny_mnist(root / "data")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         quiet = ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
         main(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epochs", "1", *quiet])

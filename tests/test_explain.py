@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lit.inference.explain import METHODS, attribute
 from mnist_lit.inference.torch_runner import PixelClassifier, TorchRunner
 from mnist_lit.models import CompactCNN
+from mnist_lit.reporting.explanations import METHODS, attribute
 from tests.helpers import CONFIGS, exit_code, runs, tiny_compact_checkpoint
 
 pytest.importorskip("captum")
@@ -51,7 +51,7 @@ def test_an_attribution_has_the_inputs_shape_and_is_finite(method: str) -> None:
 
 
 def test_classify_explain_writes_a_figure_per_input(checkpoint: Path, tmp_path: Path) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     np.save(tmp_path / "three.npy", digits())
     main(["classify", str(tmp_path / "three.npy"), "--ckpt_path", str(checkpoint), "--explain", "gradcam",
@@ -64,7 +64,7 @@ def test_classify_explain_writes_a_figure_per_input(checkpoint: Path, tmp_path: 
 
 
 def test_predict_explain_writes_a_figure_per_input(checkpoint: Path, tmp_path: Path) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     np.save(tmp_path / "three.npy", digits())
     main(["predict", "--config", COMPACT, "--ckpt_path", str(checkpoint), "--data.predict_path",

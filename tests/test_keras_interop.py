@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from mnist_lit.inference.torch_runner import PixelClassifier, TorchRunner
 from mnist_lit.interop import keras as mapping
 from mnist_lit.interop.keras import writing
@@ -240,7 +240,7 @@ def test_test_reports_the_accuracy_keras_evaluate_reports(
         (raw / gz.name).symlink_to(gz)
     main([
         "test", "--config", str(notebook.config), "--ckpt_path", str(checkpoint), "--data.download", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.callbacks.save_figure", "false",
+        "--trainer.enable_progress_bar", "false", "--predictions.save_figure", "false",
     ])  # fmt: skip
     report = json.loads((runs("compact")[-1] / "metrics.json").read_text())
     images = read_idx_gz(real_raw_dir / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)

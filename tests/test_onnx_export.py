@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_lit.cli.lightning_cli import main
-from mnist_lit.data import files
+from mnist_lit.cli import main
+from mnist_lit.data import idx
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import load_runner
@@ -37,7 +37,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tiny = make_tiny_mnist(root / "data")
     made = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         for name in NETWORKS:
             main(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--trainer.max_epochs", "2", *QUIET,

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_lit.cli.lightning_cli import main
-from mnist_lit.data import files
+from mnist_lit.cli import main
+from mnist_lit.data import idx
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.images import (
     BlankImageError,
@@ -325,7 +325,7 @@ def test_predict_exits_non_zero_only_when_nothing_can_be_predicted(
 def test_real_mnist_as_png_files_is_predicted_as_the_test_set_is(real_raw_dir: Path, tmp_path: Path) -> None:
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for spec in files.MNIST_FILES:
+    for spec in idx.MNIST_FILES:
         shutil.copy(real_raw_dir / f"{spec.filename}.gz", raw)
     data = ["--data.download", "false", *QUIET]
     main(["fit", "--config", COMPACT, *data, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "60",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mnist_lit.data.datamodule import MNISTDataModule
-from mnist_lit.data.files import MNIST_FILES
+from mnist_lit.data.idx import MNIST_FILES
 from mnist_lit.models import CompactCNN
 
 pytestmark = pytest.mark.real_data

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from mnist_lit.training.checkpoints import AtomicCheckpointIO
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
@@ -26,10 +26,10 @@ def fit_in_subprocess(args: list[str], tiny: TinyMNIST, stop: str) -> subprocess
     with the tiny files accepted as MNIST's."""
     script = (
         "import sys\n"
-        "from mnist_lit.data import files\n"
+        "from mnist_lit.data import idx\n"
         "from tests.helpers import tiny_specs\n"
-        f"files.MNIST_FILES = tiny_specs({str(tiny.data_dir)!r})\n"
-        "from mnist_lit.cli.lightning_cli import main\n"
+        f"idx.MNIST_FILES = tiny_specs({str(tiny.data_dir)!r})\n"
+        "from mnist_lit.cli import main\n"
         "main()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -77,9 +77,7 @@ def test_sigterm_stops_cleanly_and_early_stopping_resumes_where_it_was(tiny_mnis
         "    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
         "      init_args: {monitor: val/loss, mode: min, patience: 2, min_delta: 100.0}\n"
         "    - class_path: mnist_lit.callbacks.RestoreBestWeights\n"
-        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-        "      init_args: {monitor: val/loss, mode: min, filename: 'best-{epoch}'}\n"
-        "    - class_path: mnist_lit.callbacks.MetricsReport\n"
+        "checkpoint: {filename: 'best-{epoch}'}\n"
     )
     args = ["--config", str(CONFIGS / "keras_report.yaml"), "--config", str(override), *QUIET, *SMALL]
     main(["fit", *args])

@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageFile
 
 from mnist_lit.cli.serve import DEFAULT_HOST, bind_socket, build_parser
-from mnist_lit.data.files import MNIST_FILES
+from mnist_lit.data.idx import MNIST_FILES
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import load_runner

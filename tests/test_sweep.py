@@ -16,7 +16,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from scipy import stats as scipy_stats
 
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from mnist_lit.experiments.summary import build_summary, write_summary
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST
 
@@ -62,11 +62,11 @@ def test_a_killed_sweep_continues_with_the_seeds_it_had_not_finished(tiny_mnist:
     args = ["sweep", "--config", str(CONFIGS / "fast.yaml"), "--seeds", "0-2", *TINY]
     args += [f"--trainer.callbacks+={__name__}.KillInRun"]
     script = (
-        "from mnist_lit.data import files\n"
+        "from mnist_lit.data import idx\n"
         "from tests.helpers import tiny_specs\n"
-        f"files.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
-        "from mnist_lit.cli.dispatch import main\n"
-        "main()\n"
+        f"idx.MNIST_FILES = tiny_specs({str(tiny_mnist.data_dir)!r})\n"
+        "from mnist_lit.cli.dispatch import entry_point\n"
+        "entry_point()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), KILL_ENV: "seed_1"}
     killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)

@@ -23,7 +23,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from mnist_lit.cli.lightning_cli import main
+from mnist_lit.cli import main
 from mnist_lit.experiments.trials import FAIL_REASON, FiniteLoss
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST
 
@@ -40,11 +40,11 @@ params:
 STUDY = Path("lightning_logs/fast/study_fast")
 #: ``python -m mnist_lit`` in a child process, with the tiny files of the test's own folder (``data``) accepted.
 WORKER = (
-    "from mnist_lit.data import files\n"
+    "from mnist_lit.data import idx\n"
     "from tests.helpers import tiny_specs\n"
-    "files.MNIST_FILES = tiny_specs('data')\n"
-    "from mnist_lit.cli.dispatch import main\n"
-    "main()\n"
+    "idx.MNIST_FILES = tiny_specs('data')\n"
+    "from mnist_lit.cli.dispatch import entry_point\n"
+    "entry_point()\n"
 )
 
 

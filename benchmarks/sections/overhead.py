@@ -13,7 +13,7 @@ from common import MNISTTensors, PreparedDataModule, bare_epoch_seconds, plain_f
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch import nn
 
-from mnist_lit.cli.lightning_cli import PROGRESS_BAR_REFRESH_RATE
+from mnist_lit.callbacks.progress import PROGRESS_BAR_REFRESH_RATE
 from mnist_lit.models import MNISTClassifier
 
 

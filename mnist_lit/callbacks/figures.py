@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from mnist_lit.callbacks.outputs import best_checkpoint, emit_figure, require_classifier
+from mnist_lit.callbacks.run_folder import best_checkpoint, emit_figure, require_classifier
 from mnist_lit.reporting import plots
 
 

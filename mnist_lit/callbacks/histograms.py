@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from mnist_lit.callbacks.outputs import tensorboard_writer
+from mnist_lit.callbacks.run_folder import tensorboard_writer
 
 
 class WeightHistograms(Callback):

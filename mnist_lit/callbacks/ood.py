@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from mnist_lit.callbacks.outputs import emit_figure, require_classifier
+from mnist_lit.callbacks.run_folder import emit_figure, require_classifier
 from mnist_lit.data.outliers import HELD_OUT_FAMILIES, MissingSourceError, digit_like_letters, family_rng, generate
 from mnist_lit.models.ood import energy_score, max_softmax_score, uses_features
 from mnist_lit.reporting.ood import detection_summary, roc_figure

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,10 +12,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from mnist_lit.callbacks.outputs import emit_figure, run_dir_or_warn
+from mnist_lit.callbacks.run_folder import emit_figure, require_classifier, require_datamodule, run_dir_or_warn
 from mnist_lit.reporting import plots
+from mnist_lit.reporting.explanations import ExplainMethod, attribute, require_captum, save_explanations
 from mnist_lit.reporting.prediction_table import PredictionTable, short_name
 from mnist_lit.utils.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from mnist_lit.data.datamodule import MNISTDataModule
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -41,10 +45,9 @@ class PredictionWriter(BasePredictionWriter):
         dpi: resolution of the saved figure.
         unsure_threshold: answers whose top probability is under it are "not sure"; None: the network's own
             (``unsure_threshold``, set by ``calibrate``; 0 there means never).
-        explain: also save, for each of the first ``max_figure_images`` inputs, ``figures/explanations/<n>.png``:
-            the image beside an attribution map of its answer (``ig``, ``saliency`` or ``gradcam``; see
-            :mod:`mnist_lit.inference.explain`). The command line hands the writer the attribution function
-            (:attr:`explainer`).
+        explain: also save, for each of the first ``max_figure_images`` inputs,
+            ``figures/explanations/<n>_<name>.<method>.png``: the image beside an attribution map of its answer
+            (``ig``, ``saliency`` or ``gradcam``; see :mod:`mnist_lit.reporting.explanations`).
     """
 
     def __init__(
@@ -56,7 +59,7 @@ class PredictionWriter(BasePredictionWriter):
         max_figure_images: int = 64,
         dpi: int = 110,
         unsure_threshold: float | None = None,
-        explain: str | None = None,
+        explain: ExplainMethod | None = None,
     ) -> None:
         super().__init__(write_interval="batch_and_epoch")
         self.filename = filename
@@ -67,9 +70,13 @@ class PredictionWriter(BasePredictionWriter):
         self.dpi = dpi
         self.unsure_threshold = unsure_threshold
         self.explain = explain
-        #: ``(module, inputs, method, forward, baseline) -> (maps, digits)``: set by the CLI when ``explain`` is.
-        self.explainer: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
         self._rows: list[tuple[int, np.ndarray, np.ndarray | None, float]] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Before any prediction: an explanation needs Captum, and the gradients of a PyTorch network."""
+        if stage == "predict" and self.explain is not None:
+            require_captum()
+            require_classifier(self, pl_module)
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._rows = []
@@ -98,9 +105,8 @@ class PredictionWriter(BasePredictionWriter):
         self._rows = []
         if not trainer.is_global_zero or not rows:
             return
-        data = getattr(trainer, "datamodule", None)
-        names = list(getattr(data, "predict_names", None) or [])
-        labels = getattr(data, "predict_labels", None)
+        data = require_datamodule(self, trainer)
+        names, labels = data.predict_names, data.predict_labels
         scores = np.array([row[3] for row in rows])
         ood = getattr(pl_module, "ood", None)
         table = PredictionTable(
@@ -115,7 +121,7 @@ class PredictionWriter(BasePredictionWriter):
         )
         after_bar = "\n" if trainer.progress_bar_callback is not None else ""  # the bar's line is still open
         print(after_bar + table.render(self.max_rows))
-        skipped = len(getattr(data, "predict_skipped", None) or [])
+        skipped = len(data.predict_skipped)
         note = f"; skipped {skipped} (reasons above)" if skipped else ""
         folder = run_dir_or_warn(trainer, self.filename)
         if folder is None:
@@ -128,36 +134,42 @@ class PredictionWriter(BasePredictionWriter):
         if self.save_figure and shown:
             self._save_figure(trainer, table, shown, len(rows))
         if self.explain is not None and shown:
-            self._save_explanations(folder, pl_module, table, shown)
+            self._save_explanations(folder, pl_module, data, table, shown)
 
     def _threshold(self, pl_module: pl.LightningModule) -> float | None:
         if self.unsure_threshold is not None:
             return self.unsure_threshold
-        saved = float(getattr(pl_module, "unsure_threshold", 0.0))
+        saved = float(require_classifier(self, pl_module).unsure_threshold)  # an ONNX export's too (OnnxPredictor)
         return saved if saved > 0 else None
 
     def _save_explanations(
-        self, folder: Path, pl_module: pl.LightningModule, table: PredictionTable, shown: list[tuple[int, tuple]]
+        self,
+        folder: Path,
+        pl_module: pl.LightningModule,
+        data: MNISTDataModule,
+        table: PredictionTable,
+        shown: list[tuple[int, tuple]],
     ) -> None:
-        """One figure per shown input: the image beside the attribution of the network's answer."""
-        if self.explainer is None or self.explain is None:
-            raise RuntimeError("PredictionWriter.explain is set but no explainer was given (the CLI sets it)")
-        device = pl_module.device
-        images = torch.from_numpy(np.stack([row[2] for _, row in shown]))[:, None].to(device)
-        data = getattr(pl_module.trainer, "datamodule", None)
-        black = torch.zeros((1, 1, *images.shape[-2:]), dtype=torch.uint8, device=device)
-        baseline = data.normalize(black) if data is not None and hasattr(data, "normalize") else None
-        forward = getattr(pl_module, "scaled_logits", pl_module)
-        maps, _ = self.explainer(pl_module, images, self.explain, forward, baseline)
-        out_dir = folder / "figures" / "explanations"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for k, (i, row) in enumerate(shown):
-            name = Path(table.names[i]).name
-            title = f"{short_name(name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
-            fig = plots.attribution_figure(row[2], maps[k], title, self.explain)
-            stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-            fig.savefig(out_dir / f"{row[0]:05d}_{stem}.png", dpi=self.dpi)
-        rank_zero_info(f"Wrote {len(shown)} explanations ({self.explain}) to {out_dir}")
+        """One figure per shown input: the image beside the attribution of the network's (calibrated) answer,
+        integrated from a black image as the network sees one (normalized)."""
+        network = require_classifier(self, pl_module)
+        assert self.explain is not None
+        images = torch.from_numpy(np.stack([row[2] for _, row in shown]))[:, None].to(network.device)
+        black = data.normalize(torch.zeros((1, 1, *images.shape[-2:]), dtype=torch.uint8, device=network.device))
+        maps, _ = attribute(network, images, self.explain, network.scaled_logits, black)
+        written = save_explanations(
+            folder / "figures" / "explanations",
+            stems=[f"{row[0]:05d}_{Path(table.names[i]).name}" for i, row in shown],
+            images=np.stack([row[2] for _, row in shown]),
+            maps=maps,
+            titles=[
+                f"{short_name(Path(table.names[i]).name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
+                for i, _ in shown
+            ],
+            method=self.explain,
+            dpi=self.dpi,
+        )
+        rank_zero_info(f"Wrote {len(written)} explanations ({self.explain}) to {folder / 'figures' / 'explanations'}")
 
     def _save_figure(
         self, trainer: pl.Trainer, table: PredictionTable, shown: list[tuple[int, tuple]], total: int

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from mnist_lit.callbacks.ood import OODReport
-from mnist_lit.callbacks.outputs import best_checkpoint, require_classifier, run_dir_or_warn
+from mnist_lit.callbacks.run_folder import best_checkpoint, require_classifier, run_dir_or_warn
 from mnist_lit.callbacks.timing import EpochClock
 from mnist_lit.utils.io import atomic_write_bytes
 

@@ -17,6 +17,7 @@ import numpy as np
 from mnist_lit.data.images import load_predict_inputs
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner, load_runner, predict_with_scores
+from mnist_lit.reporting.explanations import METHODS, save_explanations
 from mnist_lit.reporting.prediction_table import PredictionTable, short_name
 
 PROG = "python -m mnist_lit classify"
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--explain",
-        choices=("ig", "saliency", "gradcam"),
+        choices=METHODS,
         help="also save, per input, the image beside an attribution map (Captum) in --explain_dir; checkpoints only",
     )
     parser.add_argument(
@@ -102,22 +103,14 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     print(table.to_csv() if args.csv else table.render(max_rows=len(names)), end="" if args.csv else "\n")
     if args.explain:
-        save_explanations(runner, pixels, table, args.explain, Path(args.explain_dir))
+        explain(runner, pixels, table, args.explain, Path(args.explain_dir))
 
 
-def save_explanations(runner: Runner, pixels: np.ndarray, table: PredictionTable, method: str, folder: Path) -> None:
+def explain(runner: Runner, pixels: np.ndarray, table: PredictionTable, method: str, folder: Path) -> None:
     """One figure per input in ``folder``: the image beside the attribution map of its answer."""
-    from mnist_lit.reporting.plots import attribution_figure
-
     maps = runner.explain(pixels, method)  # type: ignore[attr-defined]  # a TorchRunner: checked above
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, name in enumerate(table.names):
-        title = f"{short_name(Path(name).name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})"
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60]
-        out, n = folder / f"{stem}.{method}.png", 1
-        while out.exists():  # never replace a figure of an earlier run
-            out, n = folder / f"{stem}.{method}-{n}.png", n + 1
-        attribution_figure(pixels[i, 0], maps[i], title, method).savefig(out, dpi=110)
-        written.append(out)
+    titles = [f"{short_name(Path(n).name, 40)}: {table.answer(i)} (p = {table.confidence[i]:.3f})" for i, n in
+              enumerate(table.names)]  # fmt: skip
+    stems = [Path(name).name for name in table.names]
+    written = save_explanations(folder, stems, pixels[:, 0], maps, titles, method)
     log.info("Wrote %d explanations (%s) to %s", len(written), method, folder)

@@ -11,14 +11,14 @@ from mnist_lit.experiments.stats import compare, sentence, spread
 from mnist_lit.experiments.summary import accuracies, read_summary
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="python -m mnist_lit compare",
         description="Compare the test accuracies of two sweeps (their folders or summary.json files).",
     )
-    p.add_argument("a", help="sweep A: lightning_logs/<name>/sweep_N or its summary.json")
-    p.add_argument("b", help="sweep B")
-    return p
+    parser.add_argument("a", help="sweep A: lightning_logs/<name>/sweep_N or its summary.json")
+    parser.add_argument("b", help="sweep B")
+    return parser
 
 
 def describe(label: str, where: str, summary: dict[str, Any]) -> str:
@@ -30,7 +30,7 @@ def describe(label: str, where: str, summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     a, b = read_summary(args.a), read_summary(args.b)
     for name, summary in (("A", a), ("B", b)):
         if len(summary["runs"]) < 2:

@@ -6,17 +6,21 @@ first means importing torch and Lightning, seconds on a small machine. The comma
 (:data:`COMMANDS`) are run from here too, each importing only what it uses: ``classify`` with an ONNX file never
 imports torch. Each command's own ``--help`` (``fit --help``, ``export --help``) comes from its real parser. The
 entry point also ends the process without the interpreter's finalization (:func:`exit_without_finalizing`).
+
+:func:`main` is the one dispatcher of the package, and the one place where a user error becomes a message.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
 import threading
 from typing import NoReturn
 
-from mnist_lit.cli.registry import COMMANDS, HELP_FLAGS, LIGHTNING_SUBCOMMANDS, run_command
+from mnist_lit.cli.registry import COMMANDS, HELP_FLAGS, LIGHTNING_SUBCOMMANDS, configure_logging
+from mnist_lit.errors import UserError
 
 
 def top_level_help() -> str:
@@ -46,24 +50,42 @@ def top_level_help() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """``python -m mnist_lit`` and ``mnist-lit``: the top-level help from here, the :data:`COMMANDS` without
-    importing the CLI (each imports what it needs, so ``classify`` with an ONNX file never imports torch), the
-    Lightning subcommands by the CLI; then :func:`exit_without_finalizing`."""
-    argv = sys.argv[1:]
+def main(args: list[str] | None = None) -> None:
+    """Run ``python -m mnist_lit ARGS`` in this process (``args`` replaces ``sys.argv[1:]``; tests call
+    ``main([...])``): the top-level help from here, the :data:`COMMANDS` without importing the LightningCLI (each
+    imports what it needs, so ``classify`` with an ONNX file never imports torch), the Lightning subcommands by the
+    CLI. This is the one place a :class:`~mnist_lit.errors.UserError` becomes ``error: ...`` and exit status 1."""
+    argv = sys.argv[1:] if args is None else list(args)
     if len(argv) == 1 and argv[0] in HELP_FLAGS:
         print(top_level_help())
         return
+    configure_logging()
     try:
         if argv and argv[0] in COMMANDS:
-            run_command(argv)
+            module, _, function = COMMANDS[argv[0]][0].partition(":")
+            getattr(importlib.import_module(module), function)(argv[1:])
         else:
-            from mnist_lit.cli.lightning_cli import main as cli_main
+            from mnist_lit.cli.lightning_cli import run_lightning
 
-            cli_main()
+            run_lightning(None if args is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def entry_point() -> None:
+    """``python -m mnist_lit`` and ``mnist-lit``: :func:`main`, then, once torch is imported,
+    :func:`exit_without_finalizing` (without torch there is nothing to skip: ``--help`` returns as usual)."""
+    try:
+        main()
     except SystemExit as done:
-        exit_without_finalizing(done.code)
-    exit_without_finalizing(0)
+        code = done.code
+    else:
+        code = 0
+    if "torch" in sys.modules:
+        exit_without_finalizing(code)
+    if code:
+        raise SystemExit(code)
 
 
 def exit_without_finalizing(code: int | str | None) -> NoReturn:

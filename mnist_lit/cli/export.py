@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mnist_lit.cli.conversion import PROG, ExportError, check_output, configured_network, network_options
-from mnist_lit.data.files import IMAGE_MAGIC, IMAGE_SIDE, IdxFileError, maybe_gunzip
+from mnist_lit.data.idx import IMAGE_MAGIC, IMAGE_SIDE, IdxFileError, maybe_gunzip
 from mnist_lit.errors import CheckpointError
 from mnist_lit.inference.torch_runner import PixelClassifier
 from mnist_lit.training.checkpoints import TrainedNetwork, load_trained_network

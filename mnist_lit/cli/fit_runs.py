@@ -17,9 +17,7 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.callbacks import Callback
 
 from mnist_lit.cli.lightning_cli import MNISTLitCLI, build_cli
-from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
-from mnist_lit.models.base import MNISTClassifier
 
 
 class _ParserReady(Exception):
@@ -37,14 +35,7 @@ class _ParserOnly(MNISTLitCLI):
 def fit_parser() -> ArgumentParser:
     """The parser of ``fit``'s configuration (trainer, model, data and our options), raising instead of exiting."""
     try:
-        _ParserOnly(
-            MNISTClassifier,
-            MNISTDataModule,
-            subclass_mode_model=True,
-            auto_configure_optimizers=False,
-            run=False,
-            args=[],
-        )
+        _ParserOnly(run=False, args=[])
     except _ParserReady as ready:
         ready.parser.exit_on_error = False
         return ready.parser

@@ -1,17 +1,13 @@
-"""The commands of ``python -m mnist_lit`` beyond LightningCLI's, and how each is run: importable without torch.
+"""The commands of ``python -m mnist_lit``, and the logging every one of them starts with: importable without torch.
 
-Both the entry point (:mod:`mnist_lit.cli.dispatch`) and the LightningCLI (:mod:`mnist_lit.cli.lightning_cli`) read
-this table, so neither imports the other to learn what the commands are.
+The entry point (:mod:`mnist_lit.cli.dispatch`) runs the commands from this table, and the LightningCLI
+(:mod:`mnist_lit.cli.lightning_cli`) names them in its help; neither imports the other to learn what they are.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 import warnings
-
-from mnist_lit.errors import UserError
 
 #: LightningCLI's subcommands, each with what it does here.
 LIGHTNING_SUBCOMMANDS = {
@@ -34,19 +30,6 @@ COMMANDS = {
 }
 
 HELP_FLAGS = ("-h", "--help")
-
-
-def run_command(argv: list[str]) -> None:
-    """Run the command ``argv[0]`` (one of :data:`COMMANDS`) with the rest as its arguments; a :class:`UserError`
-    is printed as ``error: ...`` and exits with status 1. Each command is imported only when used, so that ``fit``
-    never pays for ONNX, Keras or a web server."""
-    configure_logging()
-    module, _, function = COMMANDS[argv[0]][0].partition(":")
-    try:
-        getattr(importlib.import_module(module), function)(argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def configure_logging() -> None:

@@ -23,22 +23,22 @@ from mnist_lit.experiments.summary import SUMMARY_NAME, build_summary, format_ta
 FIGURE_NAME = "seeds.png"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="python -m mnist_lit sweep",
         description="Run `fit` (and its test) once per seed; summarize test accuracy with its spread and 95% CI. "
         "Any other option is passed to `fit` (e.g. --data.data_dir, --trainer.max_epochs).",
     )
-    p.add_argument("--config", action="append", default=[], help="the fit config (repeatable, as for fit)")
-    p.add_argument("--seeds", help="0-4 (a range), 0,3,7 (a list) or 5 (a count: seeds 0 to 4)")
-    p.add_argument(
+    parser.add_argument("--config", action="append", default=[], help="the fit config (repeatable, as for fit)")
+    parser.add_argument("--seeds", help="0-4 (a range), 0,3,7 (a list) or 5 (a count: seeds 0 to 4)")
+    parser.add_argument(
         "--sweep_dir", type=Path, help="continue this sweep: finished seeds are skipped, a stopped one resumes"
     )
-    return p
+    return parser
 
 
 def main(argv: list[str]) -> None:
-    args, fit_options = parser().parse_known_args(argv)
+    args, fit_options = build_parser().parse_known_args(argv)
     if args.sweep_dir is not None:
         configs, fit_options, seeds, rows = continued(args.sweep_dir, args.config, fit_options, args.seeds)
         folder = args.sweep_dir

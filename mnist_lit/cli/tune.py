@@ -43,34 +43,36 @@ HEARTBEAT_S, GRACE_S = 5, 20
 HELD_OUT_FRACTION = 0.2
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="python -m mnist_lit tune",
         description="Search hyperparameters with Optuna. Any other option is passed to every trial's `fit`.",
     )
-    p.add_argument("--config", action="append", default=[], required=True, help="the fit config (repeatable)")
-    p.add_argument("--search", required=True, type=Path, help="the search file: keys, ranges, metric, sampler, pruner")
-    p.add_argument("--trials", required=True, type=int, help="finished trials the study should hold (all workers)")
-    p.add_argument("--study_name", help="default: the config's logger name (e.g. fast)")
-    p.add_argument(
+    parser.add_argument("--config", action="append", default=[], required=True, help="the fit config (repeatable)")
+    parser.add_argument(
+        "--search", required=True, type=Path, help="the search file: keys, ranges, metric, sampler, pruner"
+    )
+    parser.add_argument("--trials", required=True, type=int, help="finished trials the study should hold (all workers)")
+    parser.add_argument("--study_name", help="default: the config's logger name (e.g. fast)")
+    parser.add_argument(
         "--storage", help="an Optuna RDB URL (postgresql://user@host/db); default: sqlite in the study folder"
     )
-    p.add_argument(
+    parser.add_argument(
         "--study_dir", type=Path, help="where trials run and results go; default <save_dir>/<name>/study_<study_name>"
     )
-    return p
+    return parser
 
 
 def main(argv: list[str]) -> None:
-    p = parser()
-    args, fit_options = p.parse_known_args(argv)
+    parser = build_parser()
+    args, fit_options = parser.parse_known_args(argv)
     if args.trials < 1:
-        p.error("--trials must be at least 1")
+        parser.error("--trials must be at least 1")
     fit = FitConfig(args.config, fit_options)
     try:
         space = load_search_space(args.search, fit.has, fit.refusal)
     except SearchSpaceError as err:
-        p.error(str(err))  # exit status 2, as for any bad option, before anything runs
+        parser.error(str(err))  # exit status 2, as for any bad option, before anything runs
     logger = fit.logger_args()
     name = args.study_name or logger.get("name") or Path(args.config[-1]).stem
     folder = args.study_dir or Path(logger.save_dir) / (logger.get("name") or "") / f"study_{name}"

@@ -1,7 +1,7 @@
 """MNIST acquisition, verification and the LightningDataModule.
 
 The data module and the acquisition import torch and Lightning; they are loaded when first used, so that the
-plain-array modules (:mod:`.files`, :mod:`.images`) stay cheap to import for commands that need no torch.
+plain-array modules (:mod:`.idx`, :mod:`.images`) stay cheap to import for commands that need no torch.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mnist_lit.data.files import MNIST_FILES, IdxFileError, IdxFileSpec, verify_idx_bytes
+from mnist_lit.data.idx import MNIST_FILES, IdxFileError, IdxFileSpec, verify_idx_bytes
 
 if TYPE_CHECKING:
     from mnist_lit.data.acquire import MNISTUnavailableError, ensure_mnist_files

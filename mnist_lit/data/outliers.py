@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.data.images import InputReadError, mnist_preprocess
 from mnist_lit.errors import UserError
 

@@ -16,7 +16,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from mnist_lit.data.files import IdxFileSpec, encode_idx
+from mnist_lit.data.idx import IdxFileSpec, encode_idx
 
 log = logging.getLogger(__name__)
 

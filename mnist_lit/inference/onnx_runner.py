@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lit.data.files import IMAGE_SIDE, NUM_CLASSES
+from mnist_lit.data.idx import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.errors import UserError
 
 INPUT_NAME = "image"

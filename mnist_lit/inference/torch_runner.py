@@ -58,7 +58,7 @@ class PixelClassifier(nn.Module):
         return x
 
     def logits(self, pixels: Tensor) -> Tensor:
-        """The temperature-scaled logits (what attributions explain: see :mod:`mnist_lit.inference.explain`)."""
+        """The temperature-scaled logits (what attributions explain: see :mod:`mnist_lit.reporting.explanations`)."""
         return self.net(self._normalized(pixels)) / self.temperature
 
     def forward(self, pixels: Tensor) -> Tensor:
@@ -104,7 +104,8 @@ class TorchRunner:
         return probabilities.numpy(), scores.numpy()
 
     def explain(self, pixels: np.ndarray, method: str) -> np.ndarray:
-        """Attribution maps (N x 28 x 28) of each image's top digit, by ``method`` (see :mod:`.explain`)."""
-        from mnist_lit.inference.explain import attribute  # Captum: an optional extra, imported only here
+        """Attribution maps (N x 28 x 28) of each image's top digit, by ``method`` (see
+        :mod:`mnist_lit.reporting.explanations`)."""
+        from mnist_lit.reporting.explanations import attribute  # Captum: an optional extra, imported only here
 
         return attribute(self.module, torch.as_tensor(np.asarray(pixels, dtype=np.float32)), method)[0]

@@ -25,11 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.data.images import BlankImageError, InputReadError, mnist_preprocess, read_picture_bytes
 from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import Runner, predict_with_scores
 from mnist_lit.reporting.calibration import is_unsure
+from mnist_lit.reporting.explanations import METHODS
 from mnist_lit.reporting.ood import is_not_digit
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -57,8 +58,8 @@ SECURITY_HEADERS = [
 ]
 
 
-#: The attribution methods ``POST /api/predict?explain=...`` accepts (see :mod:`mnist_lit.inference.explain`).
-EXPLAIN_METHODS = ("ig", "saliency", "gradcam")
+#: The attribution methods ``POST /api/predict?explain=...`` accepts (see :mod:`mnist_lit.reporting.explanations`).
+EXPLAIN_METHODS = METHODS
 
 
 def png_data_url(pixels: np.ndarray) -> str:

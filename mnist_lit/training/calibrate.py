@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.reporting.calibration import DEFAULT_KEEP, reliability_bins, top_label, unsure_threshold
+from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP
+from mnist_lit.training.ood import fit_ood
+from mnist_lit.utils.io import free_name
 
 
 class CalibrationError(UserError):
@@ -138,3 +145,34 @@ def calibrate(model: MNISTClassifier, datamodule: MNISTDataModule, keep: float =
         val_after=after,
         val_unsure_fraction=float((conf < threshold).mean()),
     )
+
+
+def save_calibrated(
+    trainer: Trainer,
+    model: MNISTClassifier,
+    datamodule: MNISTDataModule,
+    temperature: bool = True,
+    ood_method: str | None = None,
+    ood_keep: float = DEFAULT_OOD_KEEP,
+) -> Path | None:
+    """``fit --calibrate`` and ``fit --ood.method``: temperature scaling on the validation split, then the OOD score
+    (its statistics and threshold, which read the temperature), kept in ``model`` (for the test that follows) and
+    saved as ``checkpoints/calibrated.ckpt`` (a free name) beside the run's other checkpoints, if it has any."""
+    if temperature:
+        result = calibrate(model, datamodule)
+        model.calibration_fit = result.as_dict()
+        rank_zero_info(result.summary())
+    if ood_method:
+        ood = fit_ood(model, datamodule, ood_method, ood_keep)
+        model.ood_fit = ood.as_dict()
+        rank_zero_info(ood.summary())
+    checkpoint = trainer.checkpoint_callback
+    dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
+    if not dirpath:
+        rank_zero_info("No checkpoint folder: the calibration is used by this run's test only.")
+        return None
+    path = Path(dirpath) / "calibrated.ckpt"
+    path = trainer.strategy.broadcast(free_name(path, keep_suffix=True) if trainer.is_global_zero else path)
+    trainer.save_checkpoint(path)
+    rank_zero_info(f"Wrote {path}")
+    return path

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from mnist_lit.data.datamodule import Normalization
-from mnist_lit.data.files import IMAGE_SIDE
+from mnist_lit.data.idx import IMAGE_SIDE
 from mnist_lit.errors import UserError
 from mnist_lit.interop.keras.mapping import network_to_keras_weights
 from mnist_lit.interop.keras.network import network_layers, pair, torch_padding

@@ -7,21 +7,29 @@
   for the digit), upsampled to 28 x 28 with ``LayerAttribution.interpolate``.
 
 Attributions need gradients, so they run on the PyTorch network; an ONNX export cannot be explained. Captum is an
-optional extra (``pip install -e '.[explain]'``), imported only when an attribution is asked for.
+optional extra (``pip install -e '.[explain]'``), imported only when an attribution is asked for. Every command that
+explains (``predict --explain``, ``classify --explain``, ``serve``'s ``?explain=``) takes its methods from
+:data:`METHODS` and writes its figures with :func:`save_explanations`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from mnist_lit.errors import UserError
+from mnist_lit.utils.io import free_name
 
-METHODS = ("ig", "saliency", "gradcam")
+if TYPE_CHECKING:  # torch is imported by the functions that use it: the method list serves commands without torch
+    from torch import Tensor, nn
+
+#: The attribution methods, as options take them (``--explain ig``).
+ExplainMethod = Literal["ig", "saliency", "gradcam"]
+METHODS: tuple[str, ...] = get_args(ExplainMethod)
 DESCRIPTIONS = {
     "ig": "integrated gradients",
     "saliency": "saliency (|gradient|)",
@@ -38,6 +46,8 @@ class ExplainError(UserError):
 
 def last_conv(module: nn.Module) -> nn.Conv2d:
     """The last ``Conv2d`` of ``module``, where Grad-CAM looks."""
+    from torch import nn
+
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ExplainError("gradcam needs a network with a convolution; use --explain ig or saliency")
@@ -66,6 +76,8 @@ def attribute(
         forward: inputs to logits; by default ``module.logits`` if it has one (PixelClassifier), else ``module``.
         baseline: integrated gradients' starting image (default: zeros, a black image in raw pixels).
     """
+    import torch
+
     if method not in METHODS:
         raise ExplainError(f"--explain {method}: unknown method; choose one of {', '.join(METHODS)}")
     try:
@@ -93,3 +105,28 @@ def attribute(
             maps = LayerAttribution.interpolate(coarse, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     result = torch.nan_to_num(maps.detach().float()).sum(dim=1).cpu().numpy()
     return result, target.cpu().numpy()
+
+
+def save_explanations(
+    folder: Path,
+    stems: Sequence[str],
+    images: np.ndarray,
+    maps: np.ndarray,
+    titles: Sequence[str],
+    method: str,
+    dpi: int = 110,
+) -> list[Path]:
+    """One figure per input, ``<folder>/<stem>.<method>.png``: the image (28 x 28) beside its attribution map.
+
+    A stem is made safe as a file name (at most 60 characters); an existing figure is never replaced (the new one
+    gets a free name, ``<stem>.<method>-1.png``)."""
+    from mnist_lit.reporting.plots import attribution_figure  # matplotlib, only when figures are drawn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, image, attribution, title in zip(stems, images, maps, titles, strict=True):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60]
+        out = free_name(folder / f"{safe}.{method}.png", keep_suffix=True)
+        attribution_figure(image, attribution, title, method).savefig(out, dpi=dpi)
+        written.append(out)
+    return written

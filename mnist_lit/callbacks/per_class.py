@@ -6,10 +6,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from mnist_lit.callbacks.outputs import require_classifier, tensorboard_writer
+from mnist_lit.callbacks.run_folder import require_classifier, tensorboard_writer
 
 
-class GeometricErrorCallback(Callback):
+class PerClassMetrics(Callback):
     """Write what the module's evaluation says beyond its logged scalars, for val and test.
 
     The module computes each epoch's evaluation once (:meth:`MNISTClassifier._evaluate`) and logs notebook B's

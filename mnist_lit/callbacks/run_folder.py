@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 if TYPE_CHECKING:
+    from mnist_lit.data.datamodule import MNISTDataModule
     from mnist_lit.models.base import MNISTClassifier
 
 
@@ -85,6 +86,20 @@ def require_classifier(callback: Callback, pl_module: pl.LightningModule) -> MNI
             f"{type(pl_module).__name__} is not one (use a network from mnist_lit.models)."
         )
     return pl_module
+
+
+def require_datamodule(callback: Callback, trainer: pl.Trainer) -> MNISTDataModule:
+    """The trainer's data module as the :class:`~mnist_lit.data.datamodule.MNISTDataModule` it must be; fails, with a
+    message, when ``callback`` runs without one (it reads the names, labels and normalization the data module holds)."""
+    from mnist_lit.data.datamodule import MNISTDataModule  # imported when first used: importing it loads Lightning
+
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
+    if not isinstance(datamodule, MNISTDataModule):
+        raise TypeError(
+            f"{type(callback).__name__} reads what mnist_lit's data module holds; the trainer was given "
+            f"{type(datamodule).__name__} (run with mnist_lit.data.MNISTDataModule, as the command line does)."
+        )
+    return datamodule
 
 
 def best_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:

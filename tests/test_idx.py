@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from mnist_lit.data.files import (
+from mnist_lit.data.idx import (
     IdxFileError,
     IdxFileSpec,
     encode_idx,
