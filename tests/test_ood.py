@@ -14,7 +14,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mnist_lit.data import files
+from mnist_lit.data import idx
 from mnist_lit.models.compact import CompactCNN
 from mnist_lit.models.keras_report import KerasReportCNN
 from mnist_lit.models.ood import (
@@ -144,12 +144,12 @@ def test_the_scorer_survives_a_state_dict_and_old_checkpoints_load_unfitted() ->
 @pytest.fixture(scope="module")
 def ood_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A compact network fitted on tiny MNIST with a held-out split, calibrated, with the Mahalanobis score."""
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     root = tmp_path_factory.mktemp("ood")
     tiny = make_tiny_mnist(root / "data", n_train=400)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files, "MNIST_FILES", tiny.specs)
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
         patch.chdir(root)
         main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
               *HELD_OUT, "--calibrate", "true", "--ood.method", "mahalanobis", "--ood.keep", "0.98",
@@ -195,9 +195,9 @@ def test_fitting_the_score_on_the_test_set_is_refused(capsys: pytest.CaptureFixt
 def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
     ood_run: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
-    monkeypatch.setattr(files, "MNIST_FILES", ood_run["specs"])
+    monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
     source = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
     main(["calibrate", "--ckpt_path", str(source), "--output", str(tmp_path / "a.ckpt"), "--ood_keep", "0.9"])
     assert "OOD score mahalanobis" in capsys.readouterr().out  # the checkpoint's own score, fitted again
@@ -246,7 +246,7 @@ def odd_and_digits() -> np.ndarray:
 def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
     ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
     from mnist_lit.data.images import load_predict_inputs
     from mnist_lit.inference.torch_runner import TorchRunner
 
@@ -302,8 +302,8 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     ood_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(files, "MNIST_FILES", ood_run["specs"])
-    from mnist_lit.cli.lightning_cli import main
+    monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
+    from mnist_lit.cli import main
     from mnist_lit.inference.onnx_runner import OnnxRunner
     from mnist_lit.inference.torch_runner import TorchRunner
 
@@ -340,7 +340,7 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
         args = ["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"]
         assert exit_code(args) == 1
     assert "OOD score (mahalanobis)" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     main(args)
     model = onnx.load(str(tmp_path / "m.onnx"))
@@ -359,7 +359,7 @@ def test_a_keras_export_says_it_cannot_carry_the_score(
     os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
     pytest.importorskip("keras")
     pytest.importorskip("h5py")
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
     main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.keras"), "--data_dir", "nowhere"])
@@ -370,7 +370,7 @@ def test_a_keras_export_says_it_cannot_carry_the_score(
 
 
 def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: dict, tmp_path: Path) -> None:
-    from mnist_lit.cli.lightning_cli import main
+    from mnist_lit.cli import main
 
     checkpoint = torch.load(ood_run["run"] / "checkpoints" / "calibrated.ckpt", map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ood.")}
