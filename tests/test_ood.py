@@ -255,10 +255,11 @@ def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
     images = odd_and_digits()
     np.save(tmp_path / "inputs.npy", images)
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "inputs.npy"),
-          "--data.predict_invert", "never", *QUIET, "--predict_figure", "false"])  # fmt: skip
+          "--data.predict_invert", "never", *QUIET, "--predict_figure", "true"])  # fmt: skip
     printed = capsys.readouterr().out
     rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
     assert list(rows[0])[4:7] == ["unsure", "not_digit", "ood_score"] and len(rows) == len(images)
+    assert (runs("compact")[-1] / "figures" / "predictions.png").stat().st_size > 5000  # titled "not a digit" too
     seen = load_predict_inputs(str(tmp_path / "inputs.npy"), "never").images  # what predict prepared
     _, expected = runner.predict(seen[:, None].astype(np.float32))
     scores = np.array([float(row["ood_score"]) for row in rows])
@@ -298,8 +299,20 @@ def test_serve_answers_not_digit_and_the_score(ood_run: dict) -> None:
         assert answer["ood_method"] == "mahalanobis" and answer["ood_threshold"] == pytest.approx(runner.ood_threshold)
 
 
+@pytest.fixture(scope="module")
+def ood_onnx(ood_run: dict) -> Path:
+    """The calibrated checkpoint of :func:`ood_run`, exported to ONNX by ``export`` (which checks it)."""
+    pytest.importorskip("onnxruntime")
+    from mnist_lit.cli import main
+
+    path = ood_run["root"] / "m.onnx"
+    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    main(["export", "--ckpt_path", str(ckpt), "--output", str(path), "--data_dir", "nowhere"])
+    return path
+
+
 def test_the_onnx_export_carries_the_score_and_its_threshold(
-    ood_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ood_run: dict, ood_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
     monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
@@ -308,8 +321,7 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     from mnist_lit.inference.torch_runner import TorchRunner
 
     ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
-    main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"])
-    onnx, checkpoint = OnnxRunner(tmp_path / "m.onnx"), TorchRunner(ckpt)
+    onnx, checkpoint = OnnxRunner(ood_onnx), TorchRunner(ckpt)
     assert onnx.has_score and onnx.ood_method == "mahalanobis"
     assert onnx.ood_threshold == pytest.approx(checkpoint.ood_threshold, rel=1e-7)
     images = odd_and_digits()
@@ -319,14 +331,14 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     assert np.abs(p_onnx - p_torch).max() <= 1e-5
     assert (np.abs(s_onnx - s_torch) / np.maximum(1.0, np.abs(s_torch))).max() <= 1e-5
     assert np.array_equal(s_onnx > onnx.ood_threshold, s_torch > checkpoint.ood_threshold)  # the same verdicts
-    main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "m.onnx"), "--data.data_dir",
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(ood_onnx), "--data.data_dir",
           str(ood_run["data"]), *QUIET, "--predict_figure", "false"])  # fmt: skip
     rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
     assert rows and {"not_digit", "ood_score"} <= set(rows[0])
 
 
 def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_softmax(
-    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ood_run: dict, ood_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     onnx = pytest.importorskip("onnx")
     from mnist_lit.inference.onnx_runner import OnnxRunner
@@ -340,10 +352,7 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
         args = ["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"]
         assert exit_code(args) == 1
     assert "OOD score (mahalanobis)" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
-    from mnist_lit.cli import main
-
-    main(args)
-    model = onnx.load(str(tmp_path / "m.onnx"))
+    model = onnx.load(str(ood_onnx))
     del model.graph.output[1]  # as exported before the score existed
     onnx.save(model, str(tmp_path / "old.onnx"))
     old = OnnxRunner(tmp_path / "old.onnx")
@@ -383,3 +392,12 @@ def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: di
     np.testing.assert_allclose(
         [float(r["ood_score"]) for r in rows], [-float(r["probability"]) for r in rows], atol=1e-6
     )
+
+
+def test_fit_fits_the_score_alone_without_a_temperature(tiny_mnist) -> None:
+    from mnist_lit.cli import main
+
+    main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, *HELD_OUT, "--ood.method", "energy",
+          "--test_after_fit", "false"])  # fmt: skip
+    model = load_trained_network(runs("compact")[-1] / "checkpoints" / "calibrated.ckpt").model
+    assert model.ood.method_name == "energy" and model.ood.fitted and float(model.temperature) == 1.0

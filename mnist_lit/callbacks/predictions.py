@@ -174,8 +174,10 @@ class PredictionWriter(BasePredictionWriter):
     def _save_figure(
         self, trainer: pl.Trainer, table: PredictionTable, shown: list[tuple[int, tuple]], total: int
     ) -> None:
+        answers = ["not a digit" if table.not_digit[i] else table.digits[i] for i, _ in shown]
         titles = [
-            f"{short_name(Path(table.names[i]).name)}\n{table.digits[i]} ({table.confidence[i]:.0%})" for i, _ in shown
+            f"{short_name(Path(table.names[i]).name)}\n{answer} ({table.confidence[i]:.0%})"
+            for (i, _), answer in zip(shown, answers, strict=True)
         ]
         images = np.stack([row[2] for _, row in shown])
         first = f"the first {len(shown)} of {total} " if len(shown) < total else ""
