@@ -1,8 +1,10 @@
-"""Lightning callbacks: best-weight restoring, per-class metrics, figures, histograms, metrics.json, predictions, and
-the command line's own (the run's config.yaml, the hint printed when a fit is stopped)."""
+"""Lightning callbacks: best-weight restoring, per-class metrics, figures, histograms, metrics.json, "not a digit" on
+held-out non-digits, predictions, and the command line's own (the run's config.yaml, the hint printed when a fit is
+stopped)."""
 
 from mnist_lit.callbacks.figures import ReportFigures
 from mnist_lit.callbacks.histograms import WeightHistograms
+from mnist_lit.callbacks.ood import OODReport
 from mnist_lit.callbacks.per_class import PerClassMetrics
 from mnist_lit.callbacks.predictions import PredictionWriter
 from mnist_lit.callbacks.progress import EpochLineProgress
@@ -20,6 +22,7 @@ __all__ = [
     "EpochTimer",
     "GeometricErrorCallback",
     "MetricsReport",
+    "OODReport",
     "PerClassMetrics",
     "PredictionWriter",
     "ReportFigures",

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from mnist_lit.callbacks.ood import OODReport
 from mnist_lit.callbacks.run_folder import best_checkpoint, require_classifier, require_datamodule, run_dir_or_warn
 from mnist_lit.callbacks.timing import EpochTimer
 from mnist_lit.utils.io import atomic_write_json
@@ -69,6 +70,10 @@ class MetricsReport(Callback):
         }
         if network.calibration_fit is not None:
             report["temperature_scaling"] = network.calibration_fit
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by a connector
+        ood = next((c.result for c in callbacks if isinstance(c, OODReport) and c.result), None)
+        if ood is not None:
+            report["ood"] = ood
         if self._fitted and not trainer.ckpt_path:
             report.update(
                 epochs_run=trainer.current_epoch,

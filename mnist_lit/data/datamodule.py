@@ -22,8 +22,10 @@ from mnist_lit.data import idx
 from mnist_lit.data.acquire import ensure_mnist_files
 from mnist_lit.data.augment import Augmentation, random_affine
 from mnist_lit.data.datasets import EpochShuffleSampler, TensorImageDataset, keep_batch, own_generator, take
+from mnist_lit.data.distort import Distortions, distort
 from mnist_lit.data.images import InvertMode, PredictInputError, load_predict_inputs
 from mnist_lit.data.normalization import Normalization, formula, normalize, standardize, to_unit
+from mnist_lit.data.outliers import OUTLIER_LABEL, OutlierExposure, outlier_pool
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,12 @@ class MNISTDataModule(LightningDataModule):
             see :class:`~mnist_lit.data.augment.Augmentation`); validation, test and predict images are never
             transformed. Unset or all zero: none. Each batch's draws depend only on the seed, the epoch, the batch's
             place in the epoch and the process, so a resumed run augments as the uninterrupted one did.
+        distort: the share of training images given each "digits from elsewhere" distortion (thicker and thinner
+            strokes, low resolution, blur, JPEG artefacts, uneven background, inverted polarity; see
+            :class:`~mnist_lit.data.distort.Distortions`), after the affine transform. Unset: none.
+        outliers: non-digits mixed into each training batch, labelled ``-1`` (outlier exposure; see
+            :class:`~mnist_lit.data.outliers.OutlierExposure`): made once from a seed when training starts,
+            transformed with the batch. Validation, test and predict never contain any. Unset: none.
     """
 
     #: The constructor's arguments (``save_hyperparameters``), read as attributes; Lightning types the property loosely.
@@ -81,14 +89,24 @@ class MNISTDataModule(LightningDataModule):
         predict_path: str | None = None,
         predict_invert: InvertMode = "auto",
         augment: Augmentation | None = None,
+        distort: Distortions | None = None,
+        outliers: OutlierExposure | None = None,
     ) -> None:
         super().__init__()
         if isinstance(augment, Mapping):  # as saved in a checkpoint's hyperparameters
             augment = Augmentation(**augment)
+        if isinstance(distort, Mapping):
+            distort = Distortions(**distort)
+        if isinstance(outliers, Mapping):
+            outliers = OutlierExposure(**outliers)
         self.augmentation = None if augment is None or augment.is_identity else augment
+        self.distortions = None if distort is None or distort.is_identity else distort
+        self.outliers = outliers
         # save_hyperparameters reads the arguments from this function's variables: plain values, not the dataclass,
         # because checkpoints are read weights-only (mnist_lit.training.checkpoints) and the run report is JSON.
         augment = None if self.augmentation is None else asdict(self.augmentation)  # type: ignore[assignment]
+        distort = None if self.distortions is None else asdict(self.distortions)  # type: ignore[assignment]
+        outliers = None if outliers is None else _plain(asdict(outliers))
         data_dir = str(data_dir)  # a Path would be pickled into checkpoints, which are read weights-only
         self.save_hyperparameters()
         # The training epoch and the number of its batches augmented so far (see _batch_generator).
@@ -103,6 +121,9 @@ class MNISTDataModule(LightningDataModule):
         self.predict_names: list[str] = []
         self.predict_labels: Tensor | None = None
         self.predict_skipped: list[tuple[str, str]] = []
+        #: The outlier images of ``outliers`` (M x 28 x 28 uint8), made with the first training loader (validate,
+        #: test, predict and ``calibrate`` never need them).
+        self.outlier_images: Tensor | None = None
 
     @property
     def raw_dir(self) -> Path:
@@ -182,6 +203,18 @@ class MNISTDataModule(LightningDataModule):
             f"Training split per digit: {balance} (from {min(share):.1%} to {max(share):.1%} of it)."
         )
 
+    def make_outliers(self, train: TensorImageDataset) -> Tensor:
+        """The pool of outlier images that training batches draw from, made from ``outliers``' seed (the families
+        made from digits take them from the training split, never from validation or test)."""
+        assert self.outliers is not None
+        o = self.outliers
+        digits = (train.images.cpu().numpy(), train.labels.cpu().numpy())
+        images, _ = outlier_pool(o.families, o.per_family, o.seed, digits)
+        if self.trainer is None or self.trainer.is_global_zero:
+            log.info("Outlier exposure: %d images of %d families, %d per batch.", len(images), len(o.families),
+                     o.per_batch)  # fmt: skip
+        return torch.from_numpy(images)
+
     def _setup_predict_files(self) -> None:
         """Read and preprocess the user's inputs once, reporting each one that has to be skipped, and why."""
         if self.data_predict is not None:
@@ -216,6 +249,8 @@ class MNISTDataModule(LightningDataModule):
         """Shuffled batches, in an order that depends only on the seed and the epoch (see EpochShuffleSampler)."""
         dataset = self._ready(self.data_train)
         self._augmented = None  # a new fit counts its batches from the start (see _batch_generator)
+        if self.outliers is not None and self.outlier_images is None:  # made for training only, once
+            self.outlier_images = self.make_outliers(dataset).to(dataset.images.device)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -282,9 +317,27 @@ class MNISTDataModule(LightningDataModule):
             return batch
         images, *rest = batch
         trainer = self.trainer
-        if self.augmentation is not None and trainer is not None and trainer.training:
-            return (standardize(self.augment(images, self._batch_generator()), self.normalization), *rest)
+        transformed = self.augmentation is not None or self.distortions is not None or self.outliers is not None
+        if transformed and trainer is not None and trainer.training:
+            generator = self._batch_generator()
+            if self.outliers is not None:
+                images, labels = self.add_outliers(images, rest[0], generator)
+                rest = [labels, *rest[1:]]
+            x = self.augment(images, generator)
+            if self.distortions is not None:
+                x = distort(x, self.distortions, generator)
+            return (standardize(x, self.normalization), *rest)
         return (self.normalize(images), *rest)
+
+    def add_outliers(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The batch with ``outliers.per_batch`` outlier images appended, drawn from the pool by ``generator``, and
+        labelled :data:`~mnist_lit.data.outliers.OUTLIER_LABEL`."""
+        assert self.outliers is not None and self.outlier_images is not None, "train_dataloader() makes the outliers"
+        pool = self.outlier_images
+        index = torch.randint(len(pool), (self.outliers.per_batch,), generator=generator, device=generator.device)
+        extra = pool[index.to(pool.device)].to(images.device).unsqueeze(1)
+        tags = torch.full((len(extra),), OUTLIER_LABEL, dtype=labels.dtype, device=labels.device)
+        return torch.cat([images, extra]), torch.cat([labels, tags])
 
     def _batch_generator(self) -> torch.Generator:
         """The generator of the next training batch's transforms, seeded from the seed, the epoch, the batch's
@@ -319,3 +372,12 @@ class MNISTDataModule(LightningDataModule):
                 self.normalization,
             )
             self.normalization = saved
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: the form YAML, JSON and a weights-only checkpoint all keep."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

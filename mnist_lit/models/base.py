@@ -23,6 +23,16 @@ from mnist_lit.reporting.calibration import N_BINS, reliability_bins
 from mnist_lit.reporting.metrics import Evaluation, evaluation_summary
 
 STAGES = ("train", "val", "test")
+#: The label of an outlier (a non-digit) in a training batch; see ``outlier_weight``.
+OUTLIER = -1
+
+
+def uniform_cross_entropy(logits: Tensor, outlier: Tensor) -> Tensor:
+    """The cross-entropy from the softmax of ``logits`` to the uniform distribution, averaged over the rows where
+    ``outlier`` is true; exactly 0 (and so no gradient) when none is, without a host synchronization to find out."""
+    per_row = -F.log_softmax(logits.float(), dim=1).mean(dim=1)
+    mask = outlier.to(per_row.dtype)
+    return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def keras_init_(module: nn.Module) -> None:
@@ -62,6 +72,10 @@ class MNISTClassifier(LightningModule):
         lr_decay: the factor ``exponential`` multiplies the learning rate by after each epoch.
         label_smoothing: weight of the uniform distribution mixed into the one-hot targets of the training loss;
             the validation and test losses are plain cross-entropy, comparable between runs whatever it is.
+        outlier_weight: weight of outlier exposure's term (Hendrycks, Mazeika and Dietterich, ICLR 2019: 0.5) in
+            the training loss: the cross-entropy from the softmax to the uniform distribution, averaged over the
+            batch's outliers (images labelled ``-1``, which ``data.outliers`` mixes in). The digits' cross-entropy
+            and the training accuracy leave the outliers out; a batch without outliers trains exactly as before.
 
     Two buffers, saved in checkpoints, say how to read the network's logits (see ``python -m mnist_lit calibrate``):
     ``temperature`` (T: the probabilities are ``softmax(logits / T)``; 1 until temperature scaling fits one on the
@@ -91,6 +105,7 @@ class MNISTClassifier(LightningModule):
         channels_last: bool = False,
         lr_decay: float = 0.95,
         label_smoothing: float = 0.0,
+        outlier_weight: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -104,8 +119,14 @@ class MNISTClassifier(LightningModule):
         # ModuleDict keys may not shadow Module attributes such as `train`, hence the suffixes. The inputs are an
         # argmax and verified labels, always in 0-9, so torchmetrics' per-update input checks are skipped.
         self.mean_loss = metric_dict({f"{s}_loss": MeanMetric() for s in STAGES})
+        # Training batches may hold outliers (label -1), which the training accuracy ignores.
         self.accuracy = metric_dict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes=10, average="micro", validate_args=False) for s in STAGES}
+            {
+                f"{s}_acc": MulticlassAccuracy(
+                    num_classes=10, average="micro", validate_args=False, ignore_index=OUTLIER if s == "train" else None
+                )
+                for s in STAGES
+            }
         )
         self.confusion = metric_dict(
             {f"{s}_cm": MulticlassConfusionMatrix(num_classes=10, validate_args=False) for s in ("val", "test")}
@@ -171,7 +192,9 @@ class MNISTClassifier(LightningModule):
         images, labels = batch
         logits = self(images)
         if stage == "train":
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing, ignore_index=OUTLIER)
+            if self.hparams.outlier_weight:
+                loss = loss + self.hparams.outlier_weight * uniform_cross_entropy(logits, labels == OUTLIER)
         else:
             scaled = logits / self.temperature
             loss = F.cross_entropy(scaled, labels)
