@@ -196,7 +196,8 @@ def test_fit_fits_the_score_after_calibrating_and_keeps_the_share_asked(ood_run:
     kept = (scores <= model.ood.threshold).float().mean()
     assert 0.98 <= float(kept) < 0.98 + 2 / len(scores)
     noise = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    _, noise_scores = model.logits_and_ood_score(noise)
+    with torch.no_grad():
+        _, noise_scores = model.logits_and_ood_score(noise)
     assert float(noise_scores.min()) > float(model.ood.threshold)  # uniform noise is far from every tiny digit
 
 
@@ -275,7 +276,7 @@ def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "inputs.npy"),
           "--data.predict_invert", "never", *QUIET, "--predict_figure", "true"])  # fmt: skip
     printed = capsys.readouterr().out
-    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert list(rows[0])[4:7] == ["unsure", "not_digit", "ood_score"] and len(rows) == len(images)
     assert (runs("compact")[-1] / "figures" / "predictions.png").stat().st_size > 5000  # titled "not a digit" too
     seen = load_predict_inputs(str(tmp_path / "inputs.npy"), "never").images  # what predict prepared
@@ -351,7 +352,7 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     assert np.array_equal(s_onnx > onnx.ood_threshold, s_torch > checkpoint.ood_threshold)  # the same verdicts
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ood_onnx), "--data.data_dir",
           str(ood_run["data"]), *QUIET, "--predict_figure", "false"])  # fmt: skip
-    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert rows and {"not_digit", "ood_score"} <= set(rows[0])
 
 
@@ -405,7 +406,7 @@ def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: di
     np.save(tmp_path / "inputs.npy", odd_and_digits())
     main(["predict", "--config", COMPACT, "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.predict_path",
           str(tmp_path / "inputs.npy"), *QUIET, "--predict_figure", "false"])  # fmt: skip
-    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert rows and all(row["not_digit"] == "0" for row in rows)  # loaded through Lightning's own strict load
     np.testing.assert_allclose(
         [float(r["ood_score"]) for r in rows], [-float(r["probability"]) for r in rows], atol=1e-6

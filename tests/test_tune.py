@@ -295,6 +295,7 @@ def test_a_plain_postgresql_url_gets_the_installed_driver_or_says_what_to_instal
         storage_url("postgresql://me:secret@dbhost:5433/mnist")
 
 
+@pytest.mark.filterwarnings("ignore:QMCSampler is experimental")  # Optuna marks the sampler itself experimental
 def test_each_worker_samples_with_the_search_files_seed_plus_its_number() -> None:
     def sampler(text: str, worker: int) -> optuna.samplers.BaseSampler:
         return load_search_space(search_file(text), lambda key: True, lambda k, v: None).make_sampler(worker)
