@@ -124,7 +124,7 @@ def export_program(network: PretrainedNetwork, path: Path) -> None:
 
 def check_program_pickle_free(path: Path) -> None:
     """Refuse a ``.pt2`` archive that stores any tensor pickled (``torch.export.load`` would unpickle it with
-    ``weights_only=False``), or whose sample inputs need more than ``weights_only=True``."""
+    the full pickle loader), or whose sample inputs need more than ``weights_only=True``."""
     with zipfile.ZipFile(path) as archive:
         for member in archive.namelist():
             if member.endswith("_config.json"):
