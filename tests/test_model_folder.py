@@ -388,7 +388,7 @@ def test_a_fitted_folder_as_ckpt_path_gives_the_checkpoints_not_digit(
     main(["predict", "--config", str(CONFIGS / "compact.yaml"), "--ckpt_path", str(fitted["folder"]),
           "--data.predict_path", str(tmp_path / "inputs.npy"), "--data.predict_invert", "never",
           "--trainer.enable_progress_bar", "false"])  # fmt: skip
-    predicted = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").open()))
+    predicted = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert [r["not_digit"] for r in predicted] == [r["not_digit"] for r in rows["ckpt"]]
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
