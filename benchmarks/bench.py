@@ -35,13 +35,15 @@ from sections.inference import bench_inference
 from sections.keras import bench_keras, bench_keras_to_99, keras_python
 from sections.overhead import bench_overhead
 from sections.profile import profile_steps
+from sections.roofline import bench_roofline
 from sections.startup import bench_startup
 from sections.time_to_accuracy import bench_time_to_accuracy
 from sections.train import bench_training
 
+from mnist_lit.utils.allocator import retain_heap
 from mnist_lit.utils.io import atomic_write_bytes
 
-SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile")
+SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile", "roofline")
 DEFAULT_SECTIONS = ("data", "train", "overhead", "infer", "tta")  # compile and profile take long or print much
 
 
@@ -94,13 +96,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sections - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    retain_heap()  # as `python -m mnist_lit` does, so that fits in this process run as the command's would
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or Path("bench_results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     results: dict[str, Any] = {"machine": machine(), "smoke": args.smoke}
     print(f"machine: {json.dumps(results['machine'])}")
 
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_data_") as tmp:
-        needs_data = sections & {"data", "train", "overhead", "compile", "profile"}
+        needs_data = sections & {"data", "train", "overhead", "compile", "profile", "roofline"}
         data = None
         if needs_data:
             data = synthetic_mnist(Path(tmp)) if args.smoke else real_mnist(args.data_dir)
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             section("compile", "torch.compile on configs/fast.yaml's training", rows)
         if "infer" in sections:
             section("infer", "Inference: images per second", bench_inference(repeats, device))
+        if "roofline" in sections:
+            rows = bench_roofline(data, steps=10 if args.smoke else 200, repeats=repeats)
+            section("roofline", "Where a notebook step's time goes, layer by layer, against the CPU's peak", rows)
         if "profile" in sections:
             section("profile", "Profile", profile_steps(data, steps=10 if args.smoke else 200))
         if "tta" in sections and not args.smoke:

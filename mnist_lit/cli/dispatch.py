@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from mnist_lit.cli.registry import COMMANDS, HELP_FLAGS, LIGHTNING_SUBCOMMANDS, configure_logging
 from mnist_lit.errors import UserError
+from mnist_lit.utils.allocator import retain_heap
 
 
 def top_level_help() -> str:
@@ -75,7 +76,11 @@ def main(args: list[str] | None = None) -> None:
 
 def entry_point() -> None:
     """``python -m mnist_lit`` and ``mnist-lit``: :func:`main`, then, once torch is imported,
-    :func:`exit_without_finalizing` (without torch there is nothing to skip: ``--help`` returns as usual)."""
+    :func:`exit_without_finalizing` (without torch there is nothing to skip: ``--help`` returns as usual).
+
+    The process keeps the memory its steps free (:func:`~mnist_lit.utils.allocator.retain_heap`), which only a
+    process of its own may decide: a test calling :func:`main` leaves its host's allocator alone."""
+    retain_heap()
     try:
         main()
     except SystemExit as done:
