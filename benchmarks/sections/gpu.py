@@ -9,6 +9,7 @@ limit still shows what it measured."""
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 import traceback
@@ -76,10 +77,11 @@ def device_name(accelerator: str) -> str:
     return torch.cuda.get_device_name() if accelerator == "gpu" else "cpu (smoke)"
 
 
-def _error_text(error: BaseException) -> str:
-    """A failed variant's error in one line, for the table (its traceback is printed)."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first[:300]}"
+def _error_text(error: BaseException, last_line: bool = False) -> str:
+    """A failed variant's error in one line, for the table (its traceback is printed): the message's first line, or
+    with ``last_line`` its last (a failed command's log ends with the child's exception)."""
+    lines = [line for line in str(error).splitlines() if line.strip()] or [""]
+    return f"{type(error).__name__}: {(lines[-1] if last_line else lines[0]).strip()[:300]}"
 
 
 def fit_in_process(
@@ -101,6 +103,8 @@ def fit_in_process(
             options = {"backend": "eager"} if smoke else {"mode": variant.compile_mode}
             cli.model.net.compile(**options)  # in place: the network keeps its type and its state_dict keys
         if torch.cuda.is_available():
+            gc.collect()  # an earlier variant's model and data, so that the peak is this variant's own
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         cli.trainer.fit(cli.model, datamodule=dm)
         val_acc = cli.trainer.callback_metrics.get("val/acc")
@@ -190,7 +194,7 @@ def bench_gpu_to_99(data: MNISTTensors, repeats: int, smoke: bool) -> list[dict[
                 print(f"configs/fast.yaml, {precision}: fit {runs[precision][-1]['fit_s']:.2f} s", flush=True)
             except Exception as error:  # reported as the precision's row
                 print(f"configs/fast.yaml, {precision}: failed\n{traceback.format_exc()}")
-                errors[precision] = _error_text(error)
+                errors[precision] = _error_text(error, last_line=not smoke)
     rows = []
     for precision, done in runs.items():
         row: dict[str, Any] = {"config": "configs/fast.yaml", "precision": precision, "keep_on_device": True,
