@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                      # data, train, overhead, infer, tta on the real MNIST
     python benchmarks/bench.py --only compile       # some sections; compile and profile run only when asked
+    python benchmarks/bench.py --only gpu           # on a CUDA device: variants of the notebook epochs, fast.yaml
     python benchmarks/bench.py --smoke --only ...   # tiny synthetic data and sizes: keeps this script working (CI)
 
 Run from a checkout, with the package installed (editable or not): it reads ``configs/`` beside this folder.
@@ -31,6 +32,7 @@ import torchvision
 from common import REPO_ROOT, real_mnist, synthetic_mnist
 from sections.compile import bench_compile
 from sections.data import bench_data
+from sections.gpu import bench_gpu_epochs, bench_gpu_to_99, no_gpu
 from sections.inference import bench_inference
 from sections.keras import bench_keras, bench_keras_to_99, keras_python
 from sections.overhead import bench_overhead
@@ -43,8 +45,17 @@ from sections.train import bench_training
 from mnist_lit.utils.allocator import retain_heap
 from mnist_lit.utils.io import atomic_write_bytes
 
-SECTIONS = ("data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile", "roofline")
-DEFAULT_SECTIONS = ("data", "train", "overhead", "infer", "tta")  # compile and profile take long or print much
+SECTIONS = (
+    "data", "train", "overhead", "infer", "tta", "keras", "keras_to_99", "startup", "compile", "profile", "gpu",
+    "roofline",
+)  # fmt: skip
+DEFAULT_SECTIONS = (
+    "data",
+    "train",
+    "overhead",
+    "infer",
+    "tta",
+)  # compile, profile, gpu, roofline: long, verbose, a GPU
 
 
 def machine() -> dict[str, Any]:
@@ -60,6 +71,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__, "torchvision": torchvision.__version__, "lightning": pl.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
     }  # fmt: skip
 
 
@@ -104,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="mnist_lit_bench_data_") as tmp:
         needs_data = sections & {"data", "train", "overhead", "compile", "profile", "roofline"}
+        if "gpu" in sections and (torch.cuda.is_available() or args.smoke):
+            needs_data.add("gpu")
         data = None
         if needs_data:
             data = synthetic_mnist(Path(tmp)) if args.smoke else real_mnist(args.data_dir)
@@ -126,6 +140,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "compile" in sections:
             rows = bench_compile(data, epochs=2 if args.smoke else 3)
             section("compile", "torch.compile on configs/fast.yaml's training", rows)
+        if "gpu" in sections and "gpu" not in needs_data:
+            section("gpu", "GPU", no_gpu())
+        elif "gpu" in sections:
+            rows = bench_gpu_epochs(data, args.smoke)
+            section("gpu", "GPU: the notebook epochs by variant, seconds per epoch", rows)
+            rows = bench_gpu_to_99(data, repeats, args.smoke)
+            section("gpu_to_99", "GPU: configs/fast.yaml's whole fit, fp32 and bf16-mixed", rows)
         if "infer" in sections:
             section("infer", "Inference: images per second", bench_inference(repeats, device))
         if "roofline" in sections:
