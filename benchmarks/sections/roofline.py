@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import REPO_ROOT, MNISTTensors, PreparedDataModule, bare_step, configured, pass_timer, quietly
+from common import REPO_ROOT, MNISTTensors, PreparedDataModule, bare_step, configured, quietly
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import Tensor, nn
 
