@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--configs", default="configs/fast.yaml", help="comma-separated configs for `tta`")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for `tta` (default: as configured)")
     parser.add_argument("--keras-python", default=None, help="an interpreter with TensorFlow, for `keras`")
+    parser.add_argument("--no-bf16", action="store_true", help="`keras`: leave out the bf16 autocast runs (slow here)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/<time>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data and sizes, to check it runs")
     args = parser.parse_args(argv)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if python is None:
                 section("keras", "The notebooks' Keras code against mnist_lit", why_not)
             elif "keras" in sections:
-                rows = bench_keras(python, args.data_dir, repeats=min(repeats, 2))
+                rows = bench_keras(python, args.data_dir, repeats=min(repeats, 2), bf16=not args.no_bf16)
                 section("keras", "The notebooks' Keras code against mnist_lit: seconds per epoch", rows)
             if python is not None and "keras_to_99" in sections:
                 rows = bench_keras_to_99(python, args.data_dir, REPO_ROOT / "configs" / "fast.yaml", repeats)

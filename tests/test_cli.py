@@ -131,6 +131,16 @@ def test_in_a_terminal_the_progress_bar_redraws_every_few_steps_unless_configure
     assert (bar.refresh_rate if bar is not None else None) == refresh_rate
 
 
+@pytest.mark.parametrize(
+    ("options", "data_seed"),
+    [([], 0), (["--seed_everything", "3"], 3), (["--seed_everything", "3", "--data.seed", "5"], 5)],
+)
+def test_the_data_seed_follows_seed_everything_unless_set(options: list[str], data_seed: int) -> None:
+    cli = build_cli(["--config", str(CONFIGS / "compact.yaml"), "--trainer.logger", "false", *options], run=False)
+    assert cli.datamodule.hparams.seed == data_seed
+    assert cli.config.data.seed == data_seed  # what the run folder's config.yaml records
+
+
 def test_into_a_file_the_progress_is_one_line_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     cli = build_cli(["--config", str(CONFIGS / "compact.yaml")], run=False)

@@ -137,3 +137,22 @@ def test_a_network_can_overfit_a_few_hundred_samples(tiny_mnist: TinyMNIST, cls)
     assert (seen == dm.data_train.labels).float().mean() >= 0.99  # the training samples are memorized
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     assert result["test/acc"] > 0.9
+
+
+def test_the_notebooks_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_it() -> None:
+    from mnist_lit.models.layers import Dropout
+
+    layer = Dropout(0.2)
+    x = torch.full((200, 8, 13, 13), 2.0, requires_grad=True)
+    torch.manual_seed(0)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005  # 270,400 draws: the standard error is under 0.001
+    assert torch.equal(y[kept], torch.full_like(y[kept], 2.0 / 0.8))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.8)  # the gradient flows through the kept values only
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), y)  # the global generator's seed decides the mask
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert isinstance(layer, nn.Dropout) and layer.p == 0.2

@@ -42,15 +42,17 @@ def keras_python(python: str | None) -> tuple[str | None, str]:
     return python, ""
 
 
-def bench_keras(python: str, data_dir: Path, repeats: int, epochs: int = 3) -> list[dict[str, Any]]:
+def bench_keras(python: str, data_dir: Path, repeats: int, epochs: int = 3, bf16: bool = True) -> list[dict[str, Any]]:
     """Seconds per epoch, validation included, of each notebook's Keras code and of our config of the same network,
     batch size and optimizer, in fp32 and with bf16 autocast, each side timed by its own epoch clock (a Keras
     callback; ``metrics.json``'s ``seconds_per_epoch``), the first epoch left out (graph tracing, kernel choice).
     Whole ``epochs``-epoch processes, interleaved; medians over ``repeats``, except bf16, run in the first round only
-    (emulated on CPUs without AVX-512 BF16 or AMX, it is slow there). Test accuracy after ``epochs``."""
+    (emulated on CPUs without AVX-512 BF16 or AMX, it is slow there; ``bf16=False`` leaves it out). Test accuracy
+    after ``epochs``."""
+    precisions = PRECISIONS if bf16 else {"fp32": PRECISIONS["fp32"]}
     rows = []
     for config, notebook in KERAS_NOTEBOOKS.items():
-        per_epoch: dict[str, list[float]] = {k: [] for k in ("keras", *PRECISIONS)}
+        per_epoch: dict[str, list[float]] = {k: [] for k in ("keras", *precisions)}
         wall: dict[str, list[float]] = {k: [] for k in per_epoch}
         acc: dict[str, list[float]] = {k: [] for k in per_epoch}
         for round_ in range(repeats):  # interleaved, so that drifting machine load hits all sides alike
@@ -58,7 +60,7 @@ def bench_keras(python: str, data_dir: Path, repeats: int, epochs: int = 3) -> l
             per_epoch["keras"].append(statistics.median(run["epoch_s"][1:]))
             wall["keras"].append(run["wall_s"])
             acc["keras"].append(run["test_acc"])
-            for precision, overrides in PRECISIONS.items():
+            for precision, overrides in precisions.items():
                 if precision != "fp32" and round_ > 0:
                     continue
                 ours = run_fit(REPO_ROOT / "configs" / f"{config}.yaml", data_dir,
@@ -67,14 +69,12 @@ def bench_keras(python: str, data_dir: Path, repeats: int, epochs: int = 3) -> l
                 wall[precision].append(ours["wall_s_from_process_start"])
                 acc[precision].append(ours["test_acc"])
         s = {k: statistics.median(v) for k, v in per_epoch.items()}
-        rows.append(
-            {"network": config, "keras_s_per_epoch": s["keras"],
-             "fp32_s_per_epoch": s["fp32"], "fp32_ratio": s["fp32"] / s["keras"],
-             "bf16_s_per_epoch": s["bf16"], "bf16_ratio": s["bf16"] / s["keras"],
-             "keras_acc": statistics.median(acc["keras"]), "fp32_acc": statistics.median(acc["fp32"]),
-             "bf16_acc": statistics.median(acc["bf16"]),
-             **{f"{k}_wall_s": statistics.median(v) for k, v in wall.items()}, "epochs": epochs, "repeats": repeats}
-        )  # fmt: skip
+        row: dict[str, Any] = {"network": config, "keras_s_per_epoch": s["keras"]}
+        for precision in precisions:
+            row |= {f"{precision}_s_per_epoch": s[precision], f"{precision}_ratio": s[precision] / s["keras"]}
+        row |= {f"{k}_acc": statistics.median(v) for k, v in acc.items()}
+        row |= {f"{k}_wall_s": statistics.median(v) for k, v in wall.items()}
+        rows.append({**row, "epochs": epochs, "repeats": repeats})
     return rows
 
 

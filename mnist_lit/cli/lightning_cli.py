@@ -147,8 +147,15 @@ class MNISTLitCLI(LightningCLI):
             self.folder_path, options.ckpt_path = options.ckpt_path, None
 
     def before_instantiate_classes(self) -> None:
-        """Put an ``.onnx`` or model folder ``--ckpt_path`` back into the config, so the run folder's config.yaml
+        """An unset ``data.seed`` becomes the run's seed (``seed_everything``, as Lightning has just set it), so that
+        ``--seed_everything N`` alone gives another split, shuffle and augmentation, not only other initial weights.
+        Put an ``.onnx`` or model folder ``--ckpt_path`` back into the config, so the run folder's config.yaml
         records it."""
+        options = self.config[self.subcommand] if self.subcommand else self.config
+        data = options.get("data")
+        if data is not None and "seed" in data and data.seed is None:
+            seed = options.get("seed_everything")
+            data.seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         if self.onnx_path or self.folder_path:
             self.config.predict.ckpt_path = self.onnx_path or self.folder_path
 

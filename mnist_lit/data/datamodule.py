@@ -48,7 +48,8 @@ class MNISTDataModule(LightningDataModule):
         val_fraction: fraction of the 60,000 training images held out for validation.
         normalization: ``unit`` divides pixels by 255 (both notebooks); ``standardize`` then subtracts 0.1307
             and divides by 0.3081. It is saved in checkpoints, and a checkpoint's choice wins when loaded.
-        seed: seeds the random split and the per-epoch shuffling of the training batches.
+        seed: seeds the random split, the per-epoch shuffling of the training batches and their augmentation. Unset:
+            ``python -m mnist_lit`` gives it the run's ``seed_everything``; made directly, 0.
         download: allow the network sources when files are missing (see :mod:`mnist_lit.data.acquire`).
         download_timeout: seconds each network attempt may take before it is abandoned.
         keep_on_device: copy the training, validation and test images once to the training device (a GPU), so
@@ -82,7 +83,7 @@ class MNISTDataModule(LightningDataModule):
         val_split: ValSplit = "keras",
         val_fraction: OpenUnitInterval = 0.2,
         normalization: Normalization = "unit",
-        seed: int = 0,
+        seed: int | None = None,
         download: bool = True,
         download_timeout: PositiveFloat = 30.0,
         keep_on_device: bool = False,
@@ -107,6 +108,7 @@ class MNISTDataModule(LightningDataModule):
         augment = None if self.augmentation is None else asdict(self.augmentation)  # type: ignore[assignment]
         distort = None if self.distortions is None else asdict(self.distortions)  # type: ignore[assignment]
         outliers = None if outliers is None else _plain(asdict(outliers))
+        seed = 0 if seed is None else seed
         data_dir = str(data_dir)  # a Path would be pickled into checkpoints, which are read weights-only
         self.save_hyperparameters()
         # The training epoch and the number of its batches augmented so far (see _batch_generator).

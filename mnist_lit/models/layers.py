@@ -10,11 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 #: Keras' BatchNormalization defaults (momentum 0.99 keeps 99% of the running statistics per step, which is
 #: PyTorch's momentum 0.01; epsilon 1e-3), so that the accurate network trains as Deotte's did.
 KERAS_BN_EPS, KERAS_BN_MOMENTUM = 1e-3, 0.01
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same module, state and inference), whose training mask on the CPU is drawn as the notebooks'
+    Keras drew its own (TensorFlow's ``tf.nn.dropout``): a value is kept where a uniform draw is at least ``p``, and
+    scaled by ``1 / (1 - p)``. The notebooks' two networks use it.
+
+    Why by hand: on the CPU, PyTorch draws dropout's mask with ``bernoulli_``, several times slower per value than
+    the uniform draws of ``torch.rand`` on the CPU measured here (the benchmark page, "Where the time goes"), and the
+    compact network has three dropout layers. The function is the same (each value kept with probability ``1 - p``,
+    from the global generator, so seeds and resumed runs are reproducible); the masks drawn differ. On other
+    devices it is ``nn.Dropout``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or x.device.type != "cpu" or not 0 < self.p < 1 or self.inplace:
+            return super().forward(x)
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
 
 def keras_report_layers(
@@ -28,7 +47,7 @@ def keras_report_layers(
         nn.Conv2d(c2, c3, 3), nn.ReLU(),                   # 5 -> 3
         nn.Flatten(),
         nn.Linear(c3 * 3 * 3, dense_units), nn.ReLU(),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Linear(dense_units, 10),
     )  # fmt: skip
 
@@ -39,11 +58,11 @@ def compact_layers(
     """Notebook B's network (see :class:`~mnist_lit.models.CompactCNN`)."""
     c1, c2 = filters
     return nn.Sequential(
-        nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),   # 28 -> 26 -> 13
-        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(conv_dropout),  # 13 -> 11 -> 5
+        nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(), Dropout(conv_dropout),   # 28 -> 26 -> 13
+        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(), Dropout(conv_dropout),  # 13 -> 11 -> 5
         nn.Flatten(),
         nn.Linear(c2 * 5 * 5, dense_units), nn.ReLU(),
-        nn.Dropout(dense_dropout),
+        Dropout(dense_dropout),
         nn.Linear(dense_units, 10),
     )  # fmt: skip
 
