@@ -132,16 +132,26 @@ def tiny_specs(data_dir: str | Path) -> tuple[IdxFileSpec, ...]:
     return tuple(specs)
 
 
+def error_message(err: str) -> str:
+    """The message a refused command printed, from the line that starts with ``error: `` to the end of ``err``: the
+    run's own log lines, if any, come before it. Fails the test where no line starts so."""
+    lines = err.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert starts, f"no line starts with 'error: ' in:\n{err}"
+    return "".join(lines[starts[0] :])
+
+
 def refused(args: list[str], capsys: pytest.CaptureFixture, output: Path) -> str:
     """Run ``python -m mnist_lit ARGS``: it must exit with 1 and one message, and leave nothing at ``output``, nor a
     temporary file beside it. Returns the message."""
     assert exit_code(args) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert "Traceback" not in err
+    message = error_message(err)
     assert not output.exists()
     if output.parent.is_dir():
         assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
-    return err
+    return message
 
 
 def tiny_compact_checkpoint(root: Path) -> Path:

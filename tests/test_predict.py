@@ -27,7 +27,7 @@ from mnist_lit.data.images import (
 )
 from mnist_lit.models import CompactCNN
 from mnist_lit.reporting.prediction_table import PredictionTable
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs, tiny_compact_checkpoint
+from tests.helpers import CONFIGS, TinyMNIST, error_message, exit_code, runs, tiny_compact_checkpoint
 
 COMPACT = str(CONFIGS / "compact.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -317,7 +317,7 @@ def test_predict_exits_non_zero_only_when_nothing_can_be_predicted(
     ]:
         assert exit_code([*predict, str(spec)]) == 1
         err = capsys.readouterr().err
-        assert err.splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err
+        assert message in error_message(err) and "Traceback" not in err
     assert exit_code([*predict, str(bad), "--data.predict_invert", "sideways"]) == 2  # the parser's own message
 
 

@@ -34,7 +34,7 @@ from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import load_runner
 from mnist_lit.inference.torch_runner import TorchRunner
 from mnist_lit.serve.app import MAX_BODY_BYTES, create_app
-from tests.helpers import REPO_ROOT, exit_code
+from tests.helpers import REPO_ROOT, error_message, exit_code
 
 with warnings.catch_warnings():  # Starlette 1.x would rather its test client ran on httpx2; httpx still works
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -403,7 +403,7 @@ def test_serve_refuses_a_missing_or_corrupt_checkpoint(tmp_path, capsys, content
         ckpt.write_bytes(content)
     assert exit_code(["serve", "--ckpt_path", str(ckpt)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: --ckpt_path") and message in err and "Traceback" not in err
+    assert error_message(err).startswith("error: --ckpt_path") and message in err and "Traceback" not in err
 
 
 def test_a_port_in_use_is_a_user_error() -> None:
