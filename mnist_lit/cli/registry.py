@@ -50,7 +50,7 @@ def configure_logging() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-class CurrentStderrHandler(logging.StreamHandler[TextIO]):
+class CurrentStderrHandler(logging.StreamHandler):  # not [TextIO]: unsubscriptable before Python 3.11
     """A stream handler that writes to whatever ``sys.stderr`` is when a message is emitted, not to the one of the day
     it was made: a caller that swaps ``sys.stderr`` (pytest's capture, a notebook, ``contextlib.redirect_stderr``) gets
     the messages, and none goes to a stream closed since. The standard library's ``logging.lastResort`` does the same
@@ -60,7 +60,7 @@ class CurrentStderrHandler(logging.StreamHandler[TextIO]):
         logging.Handler.__init__(self, level)  # not StreamHandler's: it would store a stream
 
     @property
-    def stream(self) -> TextIO:  # type: ignore[override]  # read-only on purpose: never a stored stream
+    def stream(self) -> TextIO:  # read-only on purpose: never a stored stream
         """The current ``sys.stderr``."""
         return sys.stderr
 
