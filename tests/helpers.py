@@ -3,17 +3,22 @@ ways to run the CLI in-process."""
 
 from __future__ import annotations
 
+import base64
+import csv
 import gzip
 import hashlib
+import io
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 
 from mnist_lit.cli import main
 from mnist_lit.data import idx
@@ -24,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``data/MNIST/raw`` once a first run has fetched them there. Each file may be there as IDX or as ``.gz``.
 REAL_RAW_DIR = Path(os.environ.get("MNIST_LIT_REAL_RAW", REPO_ROOT / "data" / "MNIST" / "raw"))
 CONFIGS = REPO_ROOT / "configs"
+COMPACT = str(CONFIGS / "compact.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false"]
+#: A validation split of its own (a quarter of the training digits), as calibration and the OOD score require.
+HELD_OUT = ["--data.val_split", "random", "--data.val_fraction", "0.25"]
 
 
 def exit_code(args: list[str]) -> int:
@@ -163,3 +172,75 @@ def tiny_compact_checkpoint(root: Path) -> Path:
         quiet = ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
         main(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epochs", "1", *quiet])
     return root / "lightning_logs/compact/version_0/checkpoints/last.ckpt"
+
+
+def quick_trainer(max_epochs: int, **options: Any) -> pl.Trainer:
+    """A trainer for a short fit inside a test: no logger, checkpoint, progress bar, model summary or validation loop,
+    unless ``options`` say otherwise."""
+    settings: dict[str, Any] = dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    return pl.Trainer(max_epochs=max_epochs, **{**settings, **options})
+
+
+@dataclass(frozen=True)
+class CalibratedRun:
+    """A calibrated fit on tiny MNIST: the folder it ran in, its run folder, its data and the specs accepting them."""
+
+    root: Path
+    run: Path
+    data: Path
+    specs: tuple[IdxFileSpec, ...]
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint ``--calibrate true`` wrote: the best weights with the temperature (and the OOD score)."""
+        return self.run / "checkpoints" / "calibrated.ckpt"
+
+
+def calibrated_tiny_run(root: Path, *options: str) -> CalibratedRun:
+    """A compact network fitted under ``root`` for 4 epochs on tiny MNIST (400 training digits) with a held-out
+    validation split and ``--calibrate true``, plus ``options``: for module fixtures."""
+    tiny = make_tiny_mnist(root / "data", n_train=400)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
+        patch.chdir(root)
+        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
+              *HELD_OUT, "--calibrate", "true", *options, "--data.data_dir", str(root / "data")])  # fmt: skip
+        run = runs("compact")[-1].resolve()
+    return CalibratedRun(root, run, root / "data", tiny.specs)
+
+
+def predicted_rows(ckpt: Path, images: np.ndarray, inputs: Path, figure: bool = False) -> list[dict[str, str]]:
+    """Save ``images`` (N x 28 x 28 uint8) to ``inputs`` (``.npy``), ``predict`` them with ``ckpt`` as they are (no
+    inversion), and return the rows of the run's ``predictions.csv``."""
+    np.save(inputs, images)
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(inputs),
+          "--data.predict_invert", "never", *QUIET, "--predict_figure", str(figure).lower()])  # fmt: skip
+    with (runs("compact")[-1] / "predictions.csv").open(newline="") as table:
+        return list(csv.DictReader(table))
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    """A picture's bytes in ``fmt``."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    out = io.BytesIO()
+    picture.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def png_pixels(data_url: str) -> np.ndarray:
+    """The pixels of a ``data:image/png;base64,...`` URL."""
+    prefix = "data:image/png;base64,"
+    assert data_url.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :]))))
+
+
+def post_png(client: Any, image: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """``image`` sent as a PNG to the ``/api/predict`` of ``client`` (a FastAPI TestClient): the JSON answer, and the
+    28 x 28 pixels the server says it classified."""
+    response = client.post("/api/predict", content=encode(image), headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    return answer, png_pixels(answer["image"])
