@@ -231,6 +231,7 @@ def test_the_data_module_serves_user_images_without_mnist_files(tmp_path: Path) 
     assert dm.predict_names == [str(tmp_path / "one.png")]
     normalized, _ = dm.on_after_batch_transfer((images, index), 0)
     assert normalized.dtype == torch.float32 and float(normalized.max()) == 1.0
+    assert torch.equal(dm.predict_pixels(index), images)  # the raw pixels, for a network that normalizes itself
 
 
 # --- the writer ---------------------------------------------------------------------------------------------------
