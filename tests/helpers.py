@@ -1,5 +1,5 @@
-"""What tests share: tiny, learnable MNIST-shaped IDX files made on the fly, the real files when present, and
-ways to run the CLI in-process."""
+"""What tests share: tiny, learnable MNIST-shaped IDX files made on the fly, the real files when present, ways to run
+the CLI in-process and read what it printed and wrote, quick trainers, and pictures sent to the web API."""
 
 from __future__ import annotations
 
