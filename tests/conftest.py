@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lit.cli.registry import configure_logging
 from mnist_lit.data import idx
 from tests.helpers import REAL_RAW_DIR, TinyMNIST, make_tiny_mnist, real_mnist_gz
-
-# The package's log handler is bound to the sys.stderr of the first call: made here, that is pytest's session-long
-# capture stream. Made first inside a test that captures its own output (capsys), it would write to that test's
-# stream after pytest closed it, and print "--- Logging error ---" into a later test's stderr (order-dependent).
-configure_logging()
 
 
 @pytest.fixture

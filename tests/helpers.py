@@ -1,19 +1,24 @@
-"""What tests share: tiny, learnable MNIST-shaped IDX files made on the fly, the real files when present, and
-ways to run the CLI in-process."""
+"""What tests share: tiny, learnable MNIST-shaped IDX files made on the fly, the real files when present, ways to run
+the CLI in-process and read what it printed and wrote, quick trainers, and pictures sent to the web API."""
 
 from __future__ import annotations
 
+import base64
+import csv
 import gzip
 import hashlib
+import io
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 
 from mnist_lit.cli import main
 from mnist_lit.data import idx
@@ -24,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``data/MNIST/raw`` once a first run has fetched them there. Each file may be there as IDX or as ``.gz``.
 REAL_RAW_DIR = Path(os.environ.get("MNIST_LIT_REAL_RAW", REPO_ROOT / "data" / "MNIST" / "raw"))
 CONFIGS = REPO_ROOT / "configs"
+COMPACT = str(CONFIGS / "compact.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false"]
+#: A validation split of its own (a quarter of the training digits), as calibration and the OOD score require.
+HELD_OUT = ["--data.val_split", "random", "--data.val_fraction", "0.25"]
 
 
 def exit_code(args: list[str]) -> int:
@@ -132,16 +141,26 @@ def tiny_specs(data_dir: str | Path) -> tuple[IdxFileSpec, ...]:
     return tuple(specs)
 
 
+def error_message(err: str) -> str:
+    """The message a refused command printed, from the line that starts with ``error: `` to the end of ``err``: the
+    run's own log lines, if any, come before it. Fails the test where no line starts so."""
+    lines = err.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert starts, f"no line starts with 'error: ' in:\n{err}"
+    return "".join(lines[starts[0] :])
+
+
 def refused(args: list[str], capsys: pytest.CaptureFixture, output: Path) -> str:
     """Run ``python -m mnist_lit ARGS``: it must exit with 1 and one message, and leave nothing at ``output``, nor a
     temporary file beside it. Returns the message."""
     assert exit_code(args) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert "Traceback" not in err
+    message = error_message(err)
     assert not output.exists()
     if output.parent.is_dir():
         assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
-    return err
+    return message
 
 
 def tiny_compact_checkpoint(root: Path) -> Path:
@@ -153,3 +172,75 @@ def tiny_compact_checkpoint(root: Path) -> Path:
         quiet = ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
         main(["fit", "--config", str(CONFIGS / "compact.yaml"), "--trainer.max_epochs", "1", *quiet])
     return root / "lightning_logs/compact/version_0/checkpoints/last.ckpt"
+
+
+def quick_trainer(max_epochs: int, **options: Any) -> pl.Trainer:
+    """A trainer for a short fit inside a test: no logger, checkpoint, progress bar, model summary or validation loop,
+    unless ``options`` say otherwise."""
+    settings: dict[str, Any] = dict(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    return pl.Trainer(max_epochs=max_epochs, **{**settings, **options})
+
+
+@dataclass(frozen=True)
+class CalibratedRun:
+    """A calibrated fit on tiny MNIST: the folder it ran in, its run folder, its data and the specs accepting them."""
+
+    root: Path
+    run: Path
+    data: Path
+    specs: tuple[IdxFileSpec, ...]
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint ``--calibrate true`` wrote: the best weights with the temperature (and the OOD score)."""
+        return self.run / "checkpoints" / "calibrated.ckpt"
+
+
+def calibrated_tiny_run(root: Path, *options: str) -> CalibratedRun:
+    """A compact network fitted under ``root`` for 4 epochs on tiny MNIST (400 training digits) with a held-out
+    validation split and ``--calibrate true``, plus ``options``: for module fixtures."""
+    tiny = make_tiny_mnist(root / "data", n_train=400)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idx, "MNIST_FILES", tiny.specs)
+        patch.chdir(root)
+        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
+              *HELD_OUT, "--calibrate", "true", *options, "--data.data_dir", str(root / "data")])  # fmt: skip
+        run = runs("compact")[-1].resolve()
+    return CalibratedRun(root, run, root / "data", tiny.specs)
+
+
+def predicted_rows(ckpt: Path, images: np.ndarray, inputs: Path, figure: bool = False) -> list[dict[str, str]]:
+    """Save ``images`` (N x 28 x 28 uint8) to ``inputs`` (``.npy``), ``predict`` them with ``ckpt`` as they are (no
+    inversion), and return the rows of the run's ``predictions.csv``."""
+    np.save(inputs, images)
+    main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(inputs),
+          "--data.predict_invert", "never", *QUIET, "--predict_figure", str(figure).lower()])  # fmt: skip
+    with (runs("compact")[-1] / "predictions.csv").open(newline="") as table:
+        return list(csv.DictReader(table))
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    """A picture's bytes in ``fmt``."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    out = io.BytesIO()
+    picture.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def png_pixels(data_url: str) -> np.ndarray:
+    """The pixels of a ``data:image/png;base64,...`` URL."""
+    prefix = "data:image/png;base64,"
+    assert data_url.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :]))))
+
+
+def post_png(client: Any, image: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """``image`` sent as a PNG to the ``/api/predict`` of ``client`` (a FastAPI TestClient): the JSON answer, and the
+    28 x 28 pixels the server says it classified."""
+    response = client.post("/api/predict", content=encode(image), headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    return answer, png_pixels(answer["image"])

@@ -3,9 +3,6 @@ fit, calibrate, checkpoints, ONNX, predict, classify and serve."""
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -16,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from mnist_lit.cli import main
 from mnist_lit.data import idx
+from mnist_lit.inference.torch_runner import TorchRunner
 from mnist_lit.reporting.calibration import (
     is_unsure,
     reliability_bins,
@@ -26,11 +25,7 @@ from mnist_lit.reporting.calibration import (
 )
 from mnist_lit.training.calibrate import fit_temperature
 from mnist_lit.training.checkpoints import load_trained_network
-from tests.helpers import CONFIGS, exit_code, make_tiny_mnist, runs
-
-COMPACT = str(CONFIGS / "compact.yaml")
-QUIET = ["--trainer.enable_progress_bar", "false"]
-HELD_OUT = ["--data.val_split", "random", "--data.val_fraction", "0.25"]
+from tests.helpers import COMPACT, QUIET, CalibratedRun, calibrated_tiny_run, exit_code, post_png, predicted_rows
 
 
 def made_up_outputs(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,23 +89,13 @@ def test_temperature_scaling_lowers_the_nll_of_an_overconfident_network_and_chan
 
 
 @pytest.fixture(scope="module")
-def calibrated_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def calibrated_run(tmp_path_factory: pytest.TempPathFactory) -> CalibratedRun:
     """A compact network fitted on tiny MNIST with a held-out validation split and ``--calibrate true``."""
-    from mnist_lit.cli import main
-
-    root = tmp_path_factory.mktemp("calibrated")
-    tiny = make_tiny_mnist(root / "data", n_train=400)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(idx, "MNIST_FILES", tiny.specs)
-        patch.chdir(root)
-        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
-              *HELD_OUT, "--calibrate", "true", "--data.data_dir", str(root / "data")])  # fmt: skip
-        run = runs("compact")[-1].resolve()
-    return {"root": root, "run": run, "data": root / "data", "specs": tiny.specs}  # type: ignore[dict-item]
+    return calibrated_tiny_run(tmp_path_factory.mktemp("calibrated"))
 
 
-def test_fit_calibrate_writes_the_temperature_into_a_checkpoint_and_the_report(calibrated_run: dict) -> None:
-    run = calibrated_run["run"]
+def test_fit_calibrate_writes_the_temperature_into_a_checkpoint_and_the_report(calibrated_run: CalibratedRun) -> None:
+    run = calibrated_run.run
     report = json.loads((run / "metrics.json").read_text())
     scaling = report["temperature_scaling"]
     assert scaling["val_after"]["nll"] <= scaling["val_before"]["nll"]
@@ -133,8 +118,8 @@ def test_fit_calibrate_writes_the_temperature_into_a_checkpoint_and_the_report(c
     assert {"val/ece", "val/mce", "test/ece", "test/mce"} <= tags
 
 
-def test_old_checkpoints_load_uncalibrated(calibrated_run: dict, tmp_path: Path) -> None:
-    path = next((calibrated_run["run"] / "checkpoints").glob("last-*.ckpt"))
+def test_old_checkpoints_load_uncalibrated(calibrated_run: CalibratedRun, tmp_path: Path) -> None:
+    path = next((calibrated_run.run / "checkpoints").glob("last-*.ckpt"))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("temperature", "unsure_threshold"):
         del checkpoint["state_dict"][key]  # as saved before the buffers existed
@@ -149,14 +134,12 @@ def test_calibration_on_the_test_set_is_refused(tmp_path: Path, capsys: pytest.C
 
 
 def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
-    calibrated_run: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    calibrated_run: CalibratedRun, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnist_lit.cli import main
-
-    monkeypatch.setattr(idx, "MNIST_FILES", calibrated_run["specs"])
-    source = next((calibrated_run["run"] / "checkpoints").glob("last-*.ckpt"))
+    monkeypatch.setattr(idx, "MNIST_FILES", calibrated_run.specs)
+    source = next((calibrated_run.run / "checkpoints").glob("last-*.ckpt"))
     before = source.read_bytes()
-    args = ["calibrate", "--ckpt_path", str(source), "--data_dir", str(calibrated_run["data"])]
+    args = ["calibrate", "--ckpt_path", str(source), "--data_dir", str(calibrated_run.data)]
     main(args)
     out = capsys.readouterr().out
     written = source.with_name(f"{source.stem}-calibrated.ckpt")
@@ -164,7 +147,7 @@ def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
     assert float(load_trained_network(written).model.temperature) != 1.0
     assert exit_code(args) == 1 and "exists" in capsys.readouterr().err  # a second time: refused
     written.unlink()
-    compact_checkpoint = calibrated_run["root"] / "test-split.ckpt"
+    compact_checkpoint = calibrated_run.root / "test-split.ckpt"
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     checkpoint["datamodule_hyper_parameters"]["val_split"] = "test"
     torch.save(checkpoint, compact_checkpoint)
@@ -175,13 +158,13 @@ def test_calibrate_command_writes_a_new_checkpoint_and_never_overwrites(
         assert "--data_dir /proc/nodata: the MNIST files are fetched into" in capsys.readouterr().err
 
 
-def test_the_temperature_is_inside_the_onnx_export_and_in_its_metadata(calibrated_run: dict, tmp_path: Path) -> None:
+def test_the_temperature_is_inside_the_onnx_export_and_in_its_metadata(
+    calibrated_run: CalibratedRun, tmp_path: Path
+) -> None:
     pytest.importorskip("onnxruntime")
-    from mnist_lit.cli import main
     from mnist_lit.inference.onnx_runner import OnnxRunner
-    from mnist_lit.inference.torch_runner import TorchRunner
 
-    ckpt = calibrated_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = calibrated_run.checkpoint
     main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--data_dir", "nowhere"])
     onnx, torch_runner = OnnxRunner(tmp_path / "m.onnx"), TorchRunner(ckpt)
     pixels = np.random.default_rng(0).integers(0, 256, (20, 1, 28, 28)).astype(np.float32)
@@ -216,49 +199,40 @@ def noise_and_blankish() -> np.ndarray:
 
 
 def test_noise_is_unsure_and_predict_csv_classify_and_serve_carry_the_flag(
-    calibrated_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+    calibrated_run: CalibratedRun, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from mnist_lit.cli import main
-    from mnist_lit.inference.torch_runner import TorchRunner
     from mnist_lit.serve.app import create_app
 
-    ckpt = calibrated_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = calibrated_run.checkpoint
     runner = TorchRunner(ckpt)
     images = noise_and_blankish()
     conf = runner.probabilities(images[:, None].astype(np.float32)).max(axis=1)
     assert runner.unsure_threshold is not None and (conf[4:] < runner.unsure_threshold).all()  # the blank-ish ones
-    np.save(tmp_path / "odd.npy", images)
-    main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "odd.npy"),
-          "--data.predict_invert", "never", *QUIET, "--predict_figure", "false"])  # fmt: skip
-    rows = list(csv.DictReader((runs("compact")[-1] / "predictions.csv").read_text().splitlines()))
+    rows = predicted_rows(ckpt, images, tmp_path / "odd.npy")
     assert rows and all(row["unsure"] == str(int(float(row["probability"]) < runner.unsure_threshold)) for row in rows)
     main(["classify", str(tmp_path / "odd.npy"), "--ckpt_path", str(ckpt), "--invert", "never",
           "--unsure_threshold", "1.0"])  # fmt: skip
     assert capsys.readouterr().out.count("not sure: ") == len(rows)
     client = TestClient(create_app(runner))
-    png = io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(images[0]).save(png, format="PNG")
-    answer = client.post("/api/predict", content=png.getvalue(), headers={"content-type": "image/png"}).json()
+    answer, seen = post_png(client, images[0])
     assert answer["unsure_threshold"] == pytest.approx(runner.unsure_threshold)
     assert isinstance(answer["unsure"], bool) and answer["runner_up"] != answer["digit"]
     assert client.get("/api/health").json()["unsure_threshold"] == pytest.approx(runner.unsure_threshold)
-    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"].partition(",")[2]))))
     expected = runner.probabilities(seen[None, None].astype(np.float32))[0]
     assert np.abs(np.array(answer["probabilities"]) - expected).max() <= 1e-5  # served at the checkpoint's T
 
 
-def test_a_keras_export_carries_the_temperature_in_its_last_layer(calibrated_run: dict, tmp_path: Path) -> None:
+def test_a_keras_export_carries_the_temperature_in_its_last_layer(
+    calibrated_run: CalibratedRun, tmp_path: Path
+) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
     pytest.importorskip("keras")
     pytest.importorskip("h5py")
-    from mnist_lit.cli import main
     from mnist_lit.interop.keras.mapping import fold_temperature
 
-    ckpt = calibrated_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = calibrated_run.checkpoint
     trained = load_trained_network(ckpt)
     t = float(trained.model.temperature)
     x = torch.rand(5, 1, 28, 28)

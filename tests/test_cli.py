@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +21,7 @@ from mnist_lit.callbacks import EpochLineProgress
 from mnist_lit.callbacks.progress import PROGRESS_BAR_REFRESH_RATE
 from mnist_lit.cli import main
 from mnist_lit.cli.lightning_cli import build_cli
-from mnist_lit.cli.registry import COMMANDS, LIGHTNING_SUBCOMMANDS
+from mnist_lit.cli.registry import COMMANDS, LIGHTNING_SUBCOMMANDS, configure_logging
 from mnist_lit.models import CompactCNN
 from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code, runs
 
@@ -294,3 +297,22 @@ def test_a_run_into_a_log_file_writes_one_line_per_epoch_and_no_library_noise(ti
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
     events = sorted(run.glob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)  # the TensorBoard files were closed, not cut off
+
+
+def test_the_log_handler_writes_to_the_stderr_of_the_moment_not_to_the_one_it_was_made_with(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    # As under pytest's capture or a notebook: the handler is made while one stderr is in place, which is then closed.
+    logger = logging.getLogger("mnist_lit")
+    monkeypatch.setattr(logger, "handlers", [])  # as before the first configure_logging() of a process
+    request.addfinalizer(functools.partial(logger.setLevel, logger.level))  # setLevel: no stale cached levels
+    logger.setLevel(logging.NOTSET)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    logging.getLogger("mnist_lit.data").info("made while the first stream was stderr")
+    assert first.getvalue() == "made while the first stream was stderr\n"
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("mnist_lit.data").info("written after it was closed")
+    assert second.getvalue() == "written after it was closed\n"  # no '--- Logging error ---' either

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lit.cli import main
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs
+from tests.helpers import CONFIGS, TinyMNIST, error_message, exit_code, runs
 
 pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient
@@ -46,8 +46,7 @@ def test_an_unreachable_tracking_server_stops_before_training(
     uri = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
     assert exit_code(["fit", *OVERLAY, "--mlflow.tracking_uri", uri, *QUIET]) == 1
     err = capsys.readouterr().err
-    # The message is the last thing printed (what comes before it is the run's own log lines, if any).
-    message = err[err.index("error: ") :]
+    message = error_message(err)
     assert message.startswith(f"error: --mlflow.tracking_uri {uri}: MLflow cannot reach this tracking store")
     assert "Nothing was trained" in message and "Traceback" not in message
     assert not list(Path("lightning_logs").glob("compact/version_*/checkpoints/*.ckpt"))

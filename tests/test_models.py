@@ -11,7 +11,7 @@ from torch import nn
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.models import CompactCNN, FastCNN, KerasReportCNN
-from tests.helpers import TinyMNIST
+from tests.helpers import TinyMNIST, quick_trainer
 
 
 def _layer_params(model: pl.LightningModule) -> list[int]:
@@ -125,10 +125,7 @@ def test_channels_last_gives_the_same_outputs() -> None:
 def test_a_network_can_overfit_a_few_hundred_samples(tiny_mnist: TinyMNIST, cls) -> None:
     pl.seed_everything(0, verbose=False)
     dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, batch_size=32, val_split="test", download=False)
-    trainer = pl.Trainer(
-        max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
+    trainer = quick_trainer(max_epochs=12)
     model = cls()
     trainer.fit(model, datamodule=dm)
     model.eval()

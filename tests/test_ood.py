@@ -3,7 +3,6 @@ checkpoints, ONNX, predict, classify and serve."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import os
@@ -14,7 +13,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from mnist_lit.cli import main
 from mnist_lit.data import idx
+from mnist_lit.data.images import load_predict_inputs
+from mnist_lit.inference.torch_runner import TorchRunner
 from mnist_lit.models.compact import CompactCNN
 from mnist_lit.models.keras_report import KerasReportCNN
 from mnist_lit.models.ood import (
@@ -37,11 +39,18 @@ from mnist_lit.reporting.ood import (
     verdict_flips,
 )
 from mnist_lit.training.checkpoints import load_trained_network
-from tests.helpers import CONFIGS, exit_code, make_tiny_mnist, runs, synthetic_digits
-
-COMPACT = str(CONFIGS / "compact.yaml")
-QUIET = ["--trainer.enable_progress_bar", "false"]
-HELD_OUT = ["--data.val_split", "random", "--data.val_fraction", "0.25"]
+from tests.helpers import (
+    COMPACT,
+    HELD_OUT,
+    QUIET,
+    CalibratedRun,
+    calibrated_tiny_run,
+    exit_code,
+    post_png,
+    predicted_rows,
+    runs,
+    synthetic_digits,
+)
 
 
 def made_up(n: int = 300, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,20 +169,9 @@ def test_the_scorer_survives_a_state_dict_and_old_checkpoints_load_unfitted() ->
 
 
 @pytest.fixture(scope="module")
-def ood_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def ood_run(tmp_path_factory: pytest.TempPathFactory) -> CalibratedRun:
     """A compact network fitted on tiny MNIST with a held-out split, calibrated, with the Mahalanobis score."""
-    from mnist_lit.cli import main
-
-    root = tmp_path_factory.mktemp("ood")
-    tiny = make_tiny_mnist(root / "data", n_train=400)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(idx, "MNIST_FILES", tiny.specs)
-        patch.chdir(root)
-        main(["fit", "--config", COMPACT, "--trainer.max_epochs", "4", "--model.init_args.lr", "0.003", *QUIET,
-              *HELD_OUT, "--calibrate", "true", "--ood.method", "mahalanobis", "--ood.keep", "0.98",
-              "--data.data_dir", str(root / "data")])  # fmt: skip
-        run = runs("compact")[-1].resolve()
-    return {"root": root, "run": run, "data": root / "data", "specs": tiny.specs}  # type: ignore[dict-item]
+    return calibrated_tiny_run(tmp_path_factory.mktemp("ood"), "--ood.method", "mahalanobis", "--ood.keep", "0.98")
 
 
 def validation_scores(ckpt: Path, data: Path) -> tuple[torch.Tensor, object]:
@@ -189,9 +187,9 @@ def validation_scores(ckpt: Path, data: Path) -> tuple[torch.Tensor, object]:
     return model.ood(logits, features, model.temperature), model
 
 
-def test_fit_fits_the_score_after_calibrating_and_keeps_the_share_asked(ood_run: dict) -> None:
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
-    scores, model = validation_scores(ckpt, ood_run["data"])
+def test_fit_fits_the_score_after_calibrating_and_keeps_the_share_asked(ood_run: CalibratedRun) -> None:
+    ckpt = ood_run.checkpoint
+    scores, model = validation_scores(ckpt, ood_run.data)
     assert model.ood.method_name == "mahalanobis" and model.ood.fitted and float(model.temperature) != 1.0
     kept = (scores <= model.ood.threshold).float().mean()
     assert 0.98 <= float(kept) < 0.98 + 2 / len(scores)
@@ -212,12 +210,10 @@ def test_fitting_the_score_on_the_test_set_is_refused(capsys: pytest.CaptureFixt
 
 
 def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
-    ood_run: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ood_run: CalibratedRun, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from mnist_lit.cli import main
-
-    monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
-    source = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    monkeypatch.setattr(idx, "MNIST_FILES", ood_run.specs)
+    source = ood_run.checkpoint
     main(["calibrate", "--ckpt_path", str(source), "--output", str(tmp_path / "a.ckpt"), "--ood_keep", "0.9"])
     assert "OOD score mahalanobis" in capsys.readouterr().out  # the checkpoint's own score, fitted again
     a = load_trained_network(tmp_path / "a.ckpt").model
@@ -226,7 +222,7 @@ def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
     torch.testing.assert_close(a.ood.class_means, original.ood.class_means)
     main(["calibrate", "--ckpt_path", str(source), "--output", str(tmp_path / "b.ckpt"), "--ood", "energy"])
     b = load_trained_network(tmp_path / "b.ckpt").model
-    scores, _ = validation_scores(tmp_path / "b.ckpt", ood_run["data"])
+    scores, _ = validation_scores(tmp_path / "b.ckpt", ood_run.data)
     assert b.ood.method_name == "energy" and float((scores <= b.ood.threshold).float().mean()) >= 0.99
     main(["calibrate", "--ckpt_path", str(source), "--output", str(tmp_path / "c.ckpt"), "--ood", "none"])
     assert not load_trained_network(tmp_path / "c.ckpt").model.ood.fitted
@@ -263,23 +259,15 @@ def odd_and_digits() -> np.ndarray:
 
 
 def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
-    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+    ood_run: CalibratedRun, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from mnist_lit.cli import main
-    from mnist_lit.data.images import load_predict_inputs
-    from mnist_lit.inference.torch_runner import TorchRunner
-
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
-    runner = TorchRunner(ckpt)
-    images = odd_and_digits()
-    np.save(tmp_path / "inputs.npy", images)
-    main(["predict", "--config", COMPACT, "--ckpt_path", str(ckpt), "--data.predict_path", str(tmp_path / "inputs.npy"),
-          "--data.predict_invert", "never", *QUIET, "--predict_figure", "true"])  # fmt: skip
+    ckpt, images = ood_run.checkpoint, odd_and_digits()
+    rows = predicted_rows(ckpt, images, tmp_path / "inputs.npy", figure=True)
     printed = capsys.readouterr().out
-    rows = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert list(rows[0])[4:7] == ["unsure", "not_digit", "ood_score"] and len(rows) == len(images)
     assert (runs("compact")[-1] / "figures" / "predictions.png").stat().st_size > 5000  # titled "not a digit" too
     seen = load_predict_inputs(str(tmp_path / "inputs.npy"), "never").images  # what predict prepared
+    runner = TorchRunner(ckpt)
     _, expected = runner.predict(seen[:, None].astype(np.float32))
     scores = np.array([float(row["ood_score"]) for row in rows])
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)  # the checkpoint's own score, per input
@@ -295,23 +283,18 @@ def test_predict_csv_and_classify_carry_the_score_and_the_verdict(
     assert [r["not_digit"] for r in classified] == [r["not_digit"] for r in rows]
 
 
-def test_serve_answers_not_digit_and_the_score(ood_run: dict) -> None:
+def test_serve_answers_not_digit_and_the_score(ood_run: CalibratedRun) -> None:
     from fastapi.testclient import TestClient
-    from PIL import Image
 
-    from mnist_lit.inference.torch_runner import TorchRunner
     from mnist_lit.serve.app import create_app
 
-    runner = TorchRunner(ood_run["run"] / "checkpoints" / "calibrated.ckpt")
+    runner = TorchRunner(ood_run.checkpoint)
     client = TestClient(create_app(runner))
     health = client.get("/api/health").json()
     assert health["ood_method"] == "mahalanobis" and health["ood_threshold"] == pytest.approx(runner.ood_threshold)
     images = odd_and_digits()
     for image in (images[0], images[-1]):
-        png = io.BytesIO()
-        Image.fromarray(image).save(png, format="PNG")
-        answer = client.post("/api/predict", content=png.getvalue(), headers={"content-type": "image/png"}).json()
-        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"].partition(",")[2]))))
+        answer, seen = post_png(client, image)
         _, expected = runner.predict(seen[None, None].astype(np.float32))
         assert answer["ood_score"] == pytest.approx(float(expected[0]), rel=1e-5)
         assert answer["not_digit"] is (answer["ood_score"] > runner.ood_threshold)
@@ -319,27 +302,24 @@ def test_serve_answers_not_digit_and_the_score(ood_run: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def ood_onnx(ood_run: dict) -> Path:
+def ood_onnx(ood_run: CalibratedRun) -> Path:
     """The calibrated checkpoint of :func:`ood_run`, exported to ONNX by ``export`` (which checks it)."""
     pytest.importorskip("onnxruntime")
-    from mnist_lit.cli import main
 
-    path = ood_run["root"] / "m.onnx"
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    path = ood_run.root / "m.onnx"
+    ckpt = ood_run.checkpoint
     main(["export", "--ckpt_path", str(ckpt), "--output", str(path), "--data_dir", "nowhere"])
     return path
 
 
 def test_the_onnx_export_carries_the_score_and_its_threshold(
-    ood_run: dict, ood_onnx: Path, monkeypatch: pytest.MonkeyPatch
+    ood_run: CalibratedRun, ood_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(idx, "MNIST_FILES", ood_run["specs"])
-    from mnist_lit.cli import main
+    monkeypatch.setattr(idx, "MNIST_FILES", ood_run.specs)
     from mnist_lit.inference.onnx_runner import OnnxRunner
-    from mnist_lit.inference.torch_runner import TorchRunner
 
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = ood_run.checkpoint
     onnx, checkpoint = OnnxRunner(ood_onnx), TorchRunner(ckpt)
     assert onnx.has_score and onnx.ood_method == "mahalanobis"
     assert onnx.ood_threshold == pytest.approx(checkpoint.ood_threshold, rel=1e-7)
@@ -351,18 +331,22 @@ def test_the_onnx_export_carries_the_score_and_its_threshold(
     assert (np.abs(s_onnx - s_torch) / np.maximum(1.0, np.abs(s_torch))).max() <= 1e-5
     assert np.array_equal(s_onnx > onnx.ood_threshold, s_torch > checkpoint.ood_threshold)  # the same verdicts
     main(["predict", "--config", COMPACT, "--ckpt_path", str(ood_onnx), "--data.data_dir",
-          str(ood_run["data"]), *QUIET, "--predict_figure", "false"])  # fmt: skip
+          str(ood_run.data), *QUIET, "--predict_figure", "false"])  # fmt: skip
     rows = list(csv.DictReader(io.StringIO((runs("compact")[-1] / "predictions.csv").read_text())))
     assert rows and {"not_digit", "ood_score"} <= set(rows[0])
 
 
 def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_softmax(
-    ood_run: dict, ood_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ood_run: CalibratedRun,
+    ood_onnx: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     onnx = pytest.importorskip("onnx")
     from mnist_lit.inference.onnx_runner import OnnxRunner
 
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = ood_run.checkpoint
     with monkeypatch.context() as patch:
         original = OnnxRunner.predict
         patch.setattr(
@@ -382,14 +366,13 @@ def test_an_export_whose_score_differs_is_refused_and_old_exports_score_max_soft
 
 
 def test_a_keras_export_says_it_cannot_carry_the_score(
-    ood_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+    ood_run: CalibratedRun, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")  # as in test_keras_interop: Keras runs on PyTorch here
     pytest.importorskip("keras")
     pytest.importorskip("h5py")
-    from mnist_lit.cli import main
 
-    ckpt = ood_run["run"] / "checkpoints" / "calibrated.ckpt"
+    ckpt = ood_run.checkpoint
     main(["export", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "m.keras"), "--data_dir", "nowhere"])
     out = capsys.readouterr().out
     threshold = float(load_trained_network(ckpt).model.ood.threshold)
@@ -397,10 +380,8 @@ def test_a_keras_export_says_it_cannot_carry_the_score(
     assert (tmp_path / "m.keras").is_file()
 
 
-def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: dict, tmp_path: Path) -> None:
-    from mnist_lit.cli import main
-
-    checkpoint = torch.load(ood_run["run"] / "checkpoints" / "calibrated.ckpt", map_location="cpu", weights_only=True)
+def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: CalibratedRun, tmp_path: Path) -> None:
+    checkpoint = torch.load(ood_run.checkpoint, map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ood.")}
     torch.save(checkpoint, tmp_path / "old.ckpt")
     np.save(tmp_path / "inputs.npy", odd_and_digits())
@@ -414,8 +395,6 @@ def test_a_checkpoint_from_before_the_score_predicts_with_no_verdict(ood_run: di
 
 
 def test_fit_fits_the_score_alone_without_a_temperature(tiny_mnist) -> None:
-    from mnist_lit.cli import main
-
     main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, *HELD_OUT, "--ood.method", "energy",
           "--test_after_fit", "false"])  # fmt: skip
     model = load_trained_network(runs("compact")[-1] / "checkpoints" / "calibrated.ckpt").model

@@ -25,7 +25,7 @@ from mnist_lit.data.outliers import (
 )
 from mnist_lit.models import CompactCNN, FastCNN
 from mnist_lit.models.base import uniform_cross_entropy
-from tests.helpers import TinyMNIST, synthetic_digits
+from tests.helpers import TinyMNIST, quick_trainer, synthetic_digits
 
 DIGITS = synthetic_digits(200, seed=0)
 
@@ -181,10 +181,7 @@ def test_a_tiny_outlier_exposed_network_flags_noise_and_shapes_more_than_a_plain
             data_dir=tiny_mnist.data_dir, batch_size=32, val_split="test", download=False,
             outliers=OutlierExposure(families=families, per_batch=16, per_family=60) if exposed else None,
         )  # fmt: skip
-        trainer = pl.Trainer(
-            max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
+        trainer = quick_trainer(max_epochs=10)
         model = FastCNN()
         trainer.fit(model, datamodule=dm)
         model.eval()
@@ -207,11 +204,7 @@ def test_the_test_reports_not_a_digit_on_held_out_families(tiny_mnist: TinyMNIST
     pl.seed_everything(0, verbose=False)
     dm = MNISTDataModule(data_dir=tiny_mnist.data_dir, batch_size=32, val_split="test", download=False)
     logger = TensorBoardLogger(tmp_path / "logs", name="ood", version=0)
-    trainer = pl.Trainer(
-        max_epochs=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[OODReport(per_family=12), MetricsReport()],
-    )  # fmt: skip
+    trainer = quick_trainer(max_epochs=1, logger=logger, callbacks=[OODReport(per_family=12), MetricsReport()])
     model = FastCNN()
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)

@@ -27,7 +27,7 @@ from mnist_lit.data.images import (
 )
 from mnist_lit.models import CompactCNN
 from mnist_lit.reporting.prediction_table import PredictionTable
-from tests.helpers import CONFIGS, TinyMNIST, exit_code, runs, tiny_compact_checkpoint
+from tests.helpers import CONFIGS, TinyMNIST, error_message, exit_code, runs, tiny_compact_checkpoint
 
 COMPACT = str(CONFIGS / "compact.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -231,6 +231,7 @@ def test_the_data_module_serves_user_images_without_mnist_files(tmp_path: Path) 
     assert dm.predict_names == [str(tmp_path / "one.png")]
     normalized, _ = dm.on_after_batch_transfer((images, index), 0)
     assert normalized.dtype == torch.float32 and float(normalized.max()) == 1.0
+    assert torch.equal(dm.predict_pixels(index), images)  # the raw pixels, for a network that normalizes itself
 
 
 # --- the writer ---------------------------------------------------------------------------------------------------
@@ -317,7 +318,7 @@ def test_predict_exits_non_zero_only_when_nothing_can_be_predicted(
     ]:
         assert exit_code([*predict, str(spec)]) == 1
         err = capsys.readouterr().err
-        assert err.splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err
+        assert message in error_message(err) and "Traceback" not in err
     assert exit_code([*predict, str(bad), "--data.predict_invert", "sideways"]) == 2  # the parser's own message
 
 

@@ -13,7 +13,7 @@ from jsonargparse import Namespace
 
 from mnist_lit.cli import preflight
 from mnist_lit.utils.folders import unwritable_reason
-from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, exit_code
+from tests.helpers import CONFIGS, REPO_ROOT, TinyMNIST, error_message, exit_code
 
 COMPACT = ["fit", "--config", str(CONFIGS / "compact.yaml")]
 NO_GPU = not torch.cuda.is_available() and not torch.backends.mps.is_available()
@@ -31,9 +31,10 @@ def blocked() -> Path:
 def refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one message a run that must not start prints (exit status 1), checked to be one line."""
     assert exit_code(args) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
+    err = capsys.readouterr().err
+    message = error_message(err).strip()
+    assert "\n" not in message and "Traceback" not in err, err
+    return message
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")

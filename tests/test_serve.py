@@ -4,9 +4,7 @@ the same answers under concurrent requests. The network is a small CompactCNN tr
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
-import io
 import json
 import os
 import re
@@ -34,7 +32,7 @@ from mnist_lit.errors import UserError
 from mnist_lit.inference.runners import load_runner
 from mnist_lit.inference.torch_runner import TorchRunner
 from mnist_lit.serve.app import MAX_BODY_BYTES, create_app
-from tests.helpers import REPO_ROOT, exit_code
+from tests.helpers import REPO_ROOT, encode, error_message, exit_code, png_pixels
 
 with warnings.catch_warnings():  # Starlette 1.x would rather its test client ran on httpx2; httpx still works
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -91,21 +89,6 @@ def mnist_test_digits(raw_dir: Path, count: int) -> Digits:
     with gzip.open(raw_dir / "t10k-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)
     return images[:count], labels[:count]
-
-
-def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    """A picture's bytes in ``fmt``."""
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    out = io.BytesIO()
-    picture.save(out, format=fmt, **options)
-    return out.getvalue()
-
-
-def png_pixels(data_url: str) -> np.ndarray:
-    """The pixels of a ``data:image/png;base64,...`` URL."""
-    prefix = "data:image/png;base64,"
-    assert data_url.startswith(prefix)
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :]))))
 
 
 @pytest.fixture(scope="session")
@@ -403,7 +386,7 @@ def test_serve_refuses_a_missing_or_corrupt_checkpoint(tmp_path, capsys, content
         ckpt.write_bytes(content)
     assert exit_code(["serve", "--ckpt_path", str(ckpt)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: --ckpt_path") and message in err and "Traceback" not in err
+    assert error_message(err).startswith("error: --ckpt_path") and message in err and "Traceback" not in err
 
 
 def test_a_port_in_use_is_a_user_error() -> None:

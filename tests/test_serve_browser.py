@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from mnist_lit.inference.runners import load_runner
-from tests.test_serve import encode, mnist_test_digits, train_tiny_checkpoint
+from tests.helpers import encode
+from tests.test_serve import mnist_test_digits, train_tiny_checkpoint
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -207,16 +208,23 @@ def test_a_finger_draws_on_a_phone_sized_page(page_url: str) -> None:
         assert page.evaluate("window.scrollY") == 0  # the stroke drew instead of scrolling the page
 
 
+def served_again(tmp_path_factory: pytest.TempPathFactory, **thresholds: float) -> Iterator[str]:
+    """The network of :func:`page_url` served at another address with other ``thresholds`` set on its runner
+    (``unsure_threshold``, ``ood_threshold``); yields the address, stops the server after."""
+    from mnist_lit.serve.app import create_app
+
+    runner = load_runner(tmp_path_factory.getbasetemp() / "serve-network" / "compact.ckpt")
+    for name, value in thresholds.items():
+        setattr(runner, name, value)
+    with serve_in_thread(create_app(runner)) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def unsure_page_url(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The same network served with a threshold no answer reaches, so that every answer is "not sure"."""
     pytest.importorskip("captum")
-    from mnist_lit.serve.app import create_app
-
-    runner = load_runner(tmp_path_factory.getbasetemp() / "serve-network" / "compact.ckpt")
-    runner.unsure_threshold = 1.01
-    with serve_in_thread(create_app(runner)) as url:
-        yield url
+    yield from served_again(tmp_path_factory, unsure_threshold=1.01)
 
 
 def test_unsure_answers_and_the_explanation_switch(unsure_page_url: str) -> None:
@@ -237,12 +245,7 @@ def test_unsure_answers_and_the_explanation_switch(unsure_page_url: str) -> None
 @pytest.fixture(scope="module")
 def not_digit_page_url(page_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The same network served with an OOD threshold every score is above, so that every answer is "not a digit"."""
-    from mnist_lit.serve.app import create_app
-
-    runner = load_runner(tmp_path_factory.getbasetemp() / "serve-network" / "compact.ckpt")
-    runner.ood_threshold = -1e9  # type: ignore[misc]  # the max-softmax score is never under -1
-    with serve_in_thread(create_app(runner)) as url:
-        yield url
+    yield from served_again(tmp_path_factory, ood_threshold=-1e9)  # the max-softmax score is never under -1
 
 
 def test_the_page_says_when_a_drawing_does_not_look_like_a_digit(not_digit_page_url: str) -> None:

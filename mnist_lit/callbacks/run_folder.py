@@ -89,15 +89,16 @@ def require_classifier(callback: Callback, pl_module: pl.LightningModule) -> MNI
     return pl_module
 
 
-def require_datamodule(callback: Callback, trainer: pl.Trainer) -> MNISTDataModule:
+def require_datamodule(reader: Callback | pl.LightningModule, trainer: pl.Trainer) -> MNISTDataModule:
     """The trainer's data module as the :class:`~mnist_lit.data.datamodule.MNISTDataModule` it must be; fails, with a
-    message, when ``callback`` runs without one (it reads the names, labels and normalization the data module holds)."""
+    message, when ``reader`` (a callback, or a module) runs without one (it reads the names, labels, normalization or
+    inputs the data module holds)."""
     from mnist_lit.data.datamodule import MNISTDataModule  # imported when first used: importing it loads Lightning
 
     datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
     if not isinstance(datamodule, MNISTDataModule):
         raise TypeError(
-            f"{type(callback).__name__} reads what mnist_lit's data module holds; the trainer was given "
+            f"{type(reader).__name__} reads what mnist_lit's data module holds; the trainer was given "
             f"{type(datamodule).__name__} (run with mnist_lit.data.MNISTDataModule, as the command line does)."
         )
     return datamodule

@@ -7,7 +7,9 @@ The entry point (:mod:`mnist_lit.cli.dispatch`) runs the commands from this tabl
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from typing import TextIO
 
 #: LightningCLI's subcommands, each with what it does here.
 LIGHTNING_SUBCOMMANDS = {
@@ -38,7 +40,7 @@ def configure_logging() -> None:
     advertisement, and a deprecation inside Lightning's own pytree code. Every other warning stays."""
     logger = logging.getLogger("mnist_lit")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -46,6 +48,21 @@ def configure_logging() -> None:
     if not any(isinstance(f, _DropAdvertisement) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdvertisement())
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class CurrentStderrHandler(logging.StreamHandler):  # not [TextIO]: unsubscriptable before Python 3.11
+    """A stream handler that writes to whatever ``sys.stderr`` is when a message is emitted, not to the one of the day
+    it was made: a caller that swaps ``sys.stderr`` (pytest's capture, a notebook, ``contextlib.redirect_stderr``) gets
+    the messages, and none goes to a stream closed since. The standard library's ``logging.lastResort`` does the same
+    (``logging._StderrHandler``, private, hence this copy of its few lines)."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)  # not StreamHandler's: it would store a stream
+
+    @property
+    def stream(self) -> TextIO:  # read-only on purpose: never a stored stream
+        """The current ``sys.stderr``."""
+        return sys.stderr
 
 
 class _DropAdvertisement(logging.Filter):

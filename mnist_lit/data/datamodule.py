@@ -298,6 +298,13 @@ class MNISTDataModule(LightningDataModule):
             raise RuntimeError("MNISTDataModule.setup() has not run: call prepare_data() and setup() first.")
         return dataset
 
+    def predict_pixels(self, index: Tensor) -> Tensor:
+        """The predict inputs at ``index`` (the second item of each predict batch) as they were read: uint8 pixels,
+        N x 1 x 28 x 28, on the predict set's device, before the normalization the batches get after the transfer;
+        for a network that takes raw pixels and normalizes inside itself, as an ONNX export does."""
+        images = self._ready(self.data_predict).images
+        return images[index.to(images.device)].unsqueeze(1)
+
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 pixels to float, on whatever device ``images`` is on: /255, then standardized if chosen."""
         return normalize(images, self.normalization)

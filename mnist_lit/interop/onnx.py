@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mnist_lit.callbacks.run_folder import require_datamodule
 from mnist_lit.data.normalization import IMAGE_SIDE
 from mnist_lit.errors import CheckpointError, UserError
 from mnist_lit.inference.onnx_runner import (
@@ -118,9 +119,9 @@ class OnnxPredictor(MNISTClassifier):
     It stands in for the configured network, so it is an :class:`MNISTClassifier` (the config's callbacks accept
     nothing else), with no weights of its own; it only predicts. The data module hands a network normalized images
     (it normalizes after the transfer to the device), but the ONNX model normalizes inside its graph and takes raw
-    pixels. So each batch's raw uint8 pixels are taken from the data module's predict set, by the index each batch
-    carries: no round trip through the normalization, and the probabilities are exactly those :class:`OnnxRunner`
-    gives for the same pixels.
+    pixels. So each batch's raw uint8 pixels are asked of the data module
+    (:meth:`~mnist_lit.data.datamodule.MNISTDataModule.predict_pixels`), by the index each batch carries: no round trip
+    through the normalization, and the probabilities are exactly those :class:`OnnxRunner` gives for the same pixels.
 
     Args:
         path: the ``.onnx`` file.
@@ -154,8 +155,7 @@ class OnnxPredictor(MNISTClassifier):
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Class probabilities (N x 10), OOD scores and verdicts from ONNX Runtime, for the batch's raw pixels."""
-        index = batch[1].cpu()
-        raw = self.trainer.datamodule.data_predict.images[index].unsqueeze(1)  # type: ignore[attr-defined]
+        raw = require_datamodule(self, self.trainer).predict_pixels(batch[1])
         probabilities, scores = self.runner.predict(raw.cpu().numpy())
         score = torch.from_numpy(scores)
         return {
