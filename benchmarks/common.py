@@ -56,6 +56,10 @@ class PreparedDataModule(MNISTDataModule):
 
     def __init__(self, data: MNISTTensors, batch_size: int) -> None:
         super().__init__(batch_size=batch_size, val_split="test")
+        # save_hyperparameters collects a subclass's __init__ arguments too: the tensors are no hyperparameter (a
+        # logger would write 70,000 images into hparams.yaml).
+        for hparams in (self._hparams, self._hparams_initial):
+            hparams.pop("data", None)
         self.data_train = TensorImageDataset(data.train_images, data.train_labels)
         self.data_test = self.data_val = TensorImageDataset(data.test_images, data.test_labels)
 
