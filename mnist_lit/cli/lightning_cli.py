@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from lightning.pytorch import Trainer
@@ -18,53 +18,20 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.callbacks import EpochTimer, MetricsReport, PredictionWriter, ResumeHint, RunConfigSaver
-from mnist_lit.callbacks.mlflow_tracking import MLflowTracking
 from mnist_lit.callbacks.progress import default_progress_bar
 from mnist_lit.callbacks.run_callbacks import RUN_CALLBACKS, with_run_callbacks
-from mnist_lit.cli.preflight import check_run_environment
+from mnist_lit.cli.options import ONNX_EXPLAIN, add_options, check_options, data_seed_from_run_seed, given
 from mnist_lit.cli.registry import COMMANDS
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.models.base import MNISTClassifier
-from mnist_lit.reporting.explanations import ExplainMethod
-from mnist_lit.training.calibrate import check_calibratable, save_calibrated
+from mnist_lit.training.calibrate import save_calibrated
 from mnist_lit.training.checkpoints import AtomicCheckpointIO
-from mnist_lit.training.ckpt_path import (
-    check_checkpoint,
-    is_model_folder_path,
-    is_onnx,
-    load_weights,
-    prepare_resume,
-)
-from mnist_lit.training.ood import check_ood_fittable
+from mnist_lit.training.ckpt_path import is_model_folder_path, is_onnx, load_weights
 
 #: The base config, read before any ``--config``: what all recipes share.
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-#: Our options beyond LightningCLI's: name -> (type, default, help).
-OPTIONS: dict[str, tuple[Any, Any, str]] = {
-    "test_after_fit": (bool, True, "After `fit`, evaluate the final (restored-best, if so configured) weights on the "
-                       "test set."),
-    "init_weights": (str | None, None, "For `fit`: start a new run from this checkpoint's weights (fine-tuning); "
-                     "unlike --ckpt_path, the optimizer, epochs and callbacks start afresh."),
-    "calibrate": (bool, False, "For `fit`: after training, fit a temperature and the 'not sure' threshold on the "
-                  "validation split (refused when it is the test set), save them in checkpoints/calibrated.ckpt, then "
-                  "test with them."),
-    "unsure_threshold": (float | None, None, "For `predict`: mark answers whose top probability is under this as "
-                         "'not sure' (default: the checkpoint's own threshold, from `calibrate`; 0: never)."),
-    "explain": (ExplainMethod | None, None, "For `predict`: also save, per input, the image beside an attribution "
-                "map (Captum: ig = integrated gradients, saliency, gradcam) in figures/explanations/. Checkpoints "
-                "only: ONNX has no gradients."),
-    "mlflow": (MLflowTracking | None, None, "Log to MLflow too (configs/mlflow.yaml sets it): params, metrics, "
-               "metrics.json, figures and the best checkpoint, to --mlflow.tracking_uri or mlruns/ beside "
-               "lightning_logs/."),
-    "predict_figure": (bool | None, None, "For `predict`: save figures/predictions.png (true) or not (false); unset, "
-                       "the PredictionWriter's own save_figure decides."),
-}  # fmt: skip
-_ONNX_EXPLAIN = (
-    "--explain needs a checkpoint (.ckpt): attributions follow the network's gradients, and {path} is an ONNX "
-    "export, which has none. Give the checkpoint it was exported from."
-)
 
 
 class MNISTLitCLI(LightningCLI):
@@ -105,22 +72,7 @@ class MNISTLitCLI(LightningCLI):
         """The run callbacks' options, and ours: what to do after ``fit``, and ``predict``'s shortcuts."""
         for key, callback in RUN_CALLBACKS.items():
             parser.add_class_arguments(callback, key, fail_untyped=False, instantiate=True, sub_configs=True)
-        for name, (kind, default, help) in OPTIONS.items():
-            parser.add_argument(f"--{name}", type=kind, default=default, help=help)
-        parser.add_argument(
-            "--ood.method",
-            type=Literal["max_softmax", "energy", "mahalanobis", "mahalanobis_normalized"] | None,  # OOD_METHODS
-            default=None,
-            help="For `fit`: after training (and --calibrate), fit this 'not a digit' score (statistics on the "
-            "training images, threshold on the validation split; refused when it is the test set) and save it in "
-            "checkpoints/calibrated.ckpt.",
-        )
-        parser.add_argument(
-            "--ood.keep",
-            type=float,
-            default=0.99,
-            help="For `fit` with --ood.method: the share of validation digits the 'not a digit' threshold keeps.",
-        )
+        add_options(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then check ``--ckpt_path`` before Lightning reads it (and would fail with a traceback)."""
@@ -129,19 +81,9 @@ class MNISTLitCLI(LightningCLI):
         if not subcommand:
             return
         options = self.config[subcommand]
-        check_run_environment(options, subcommand)  # the accelerator, the folders it writes: one message each
-        checkpoint = check_checkpoint(subcommand, options.get("ckpt_path"), options.get("model"))
-        if subcommand == "fit" and options.get("ckpt_path"):
-            prepare_resume(options, checkpoint)
-        if subcommand == "fit" and options.get("calibrate"):
-            check_calibratable(options.data.get("val_split"), option="--calibrate")
-        if subcommand == "fit" and options.get("ood") and options.ood.get("method"):
-            check_ood_fittable(
-                options.data.get("val_split"), options.ood.method, keep=options.ood.keep, keep_option="--ood.keep"
-            )
+        data_seed_from_run_seed(options)  # before the resume check compares the config with the checkpoint's
+        check_options(options, subcommand)
         if subcommand == "predict" and is_onnx(options.get("ckpt_path")):  # hidden from Lightning's torch.load
-            if options.get("explain"):
-                raise UserError(_ONNX_EXPLAIN.format(path=options.ckpt_path))
             self.onnx_path, options.ckpt_path = options.ckpt_path, None
         if subcommand == "predict" and is_model_folder_path(options.get("ckpt_path")):  # not a torch.load file
             self.folder_path, options.ckpt_path = options.ckpt_path, None
@@ -152,10 +94,7 @@ class MNISTLitCLI(LightningCLI):
         Put an ``.onnx`` or model folder ``--ckpt_path`` back into the config, so the run folder's config.yaml
         records it."""
         options = self.config[self.subcommand] if self.subcommand else self.config
-        data = options.get("data")
-        if data is not None and "seed" in data and data.seed is None:
-            seed = options.get("seed_everything")
-            data.seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+        data_seed_from_run_seed(options, fallback=0)
         if self.onnx_path or self.folder_path:
             self.config.predict.ckpt_path = self.onnx_path or self.folder_path
 
@@ -214,11 +153,11 @@ class MNISTLitCLI(LightningCLI):
         options = self.config.predict
         for writer in self.trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning's connectors
             if isinstance(writer, PredictionWriter):
-                writer.save_figure = _given(options.get("predict_figure"), writer.save_figure)
-                writer.explain = _given(options.get("explain"), writer.explain)
-                writer.unsure_threshold = _given(options.get("unsure_threshold"), writer.unsure_threshold)
+                writer.save_figure = given(options.get("predict_figure"), writer.save_figure)
+                writer.explain = given(options.get("explain"), writer.explain)
+                writer.unsure_threshold = given(options.get("unsure_threshold"), writer.unsure_threshold)
                 if writer.explain is not None and self.onnx_path:
-                    raise UserError(_ONNX_EXPLAIN.format(path=self.onnx_path))
+                    raise UserError(ONNX_EXPLAIN.format(path=self.onnx_path))
 
     def after_fit(self) -> None:
         """With ``--calibrate``, fit the temperature and threshold; then evaluate on the test set right after training,
@@ -233,10 +172,6 @@ class MNISTLitCLI(LightningCLI):
             )  # fmt: skip
         if self.config.fit.get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)
-
-
-def _given(option: Any, default: Any) -> Any:
-    return default if option is None else option
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, callbacks: list[Callback] | None = None) -> MNISTLitCLI:
