@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -138,7 +138,7 @@ class MLflowTracking(Callback):
         """The best checkpoint (or the last one), and the run's config.yaml."""
         paths: list[tuple[Path, str | None]] = []
         callback = trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        best = (callback.best_model_path or callback.last_model_path) if isinstance(callback, ModelCheckpoint) else ""
         if self.log_checkpoint and best:
             paths.append((Path(best), "checkpoints"))
         folder = run_dir(trainer)

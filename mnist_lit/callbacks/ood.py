@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from mnist_lit.callbacks.run_folder import emit_figure, require_classifier
+from mnist_lit.callbacks.run_folder import emit_figure, require_classifier, require_datamodule
 from mnist_lit.data.outliers import HELD_OUT_FAMILIES, MissingSourceError, digit_like_letters, family_rng, generate
 from mnist_lit.models.ood import energy_score, max_softmax_score, uses_features
 from mnist_lit.reporting.ood import detection_summary, roc_figure
@@ -140,9 +140,11 @@ class OODReport(Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Score the test digits and the held-out sets on process 0 (the sets are small; the test split whole)."""
         self.result = None
-        data = getattr(trainer, "datamodule", None)
-        test = getattr(data, "data_test", None)
-        if not trainer.is_global_zero or test is None or data is None:
+        if not trainer.is_global_zero:
+            return
+        data = require_datamodule(self, trainer)
+        test = data.data_test
+        if test is None:
             return
         model = require_classifier(self, pl_module)
         if self._sets is None:

@@ -108,7 +108,7 @@ class PredictionWriter(BasePredictionWriter):
         data = require_datamodule(self, trainer)
         names, labels = data.predict_names, data.predict_labels
         scores = np.array([row[3] for row in rows])
-        ood = getattr(pl_module, "ood", None)
+        ood = require_classifier(self, pl_module).ood
         table = PredictionTable(
             names=[names[row[0]] if row[0] < len(names) else f"#{row[0]}" for row in rows],
             probs=np.stack([row[1] for row in rows]),
@@ -116,8 +116,8 @@ class PredictionWriter(BasePredictionWriter):
             top_k=self.top_k,
             unsure_threshold=self._threshold(pl_module),
             ood_scores=None if np.isnan(scores).all() else scores,
-            ood_threshold=float(ood.threshold) if ood is not None else None,
-            ood_method=ood.method_name if ood is not None else None,
+            ood_threshold=float(ood.threshold),
+            ood_method=ood.method_name,
         )
         after_bar = "\n" if trainer.progress_bar_callback is not None else ""  # the bar's line is still open
         print(after_bar + table.render(self.max_rows))
