@@ -254,7 +254,8 @@ def bench_roofline(data: MNISTTensors, steps: int, repeats: int) -> list[dict[st
             window, plain = lightning_clocked(config, data, batch, warmup, steps)
             lit_runs.append((window.clock, window.elapsed))
             lit_plain.append(plain)
-        rows += _rows(network, batch, bare_runs, lit_runs, statistics.median(bare_plain), statistics.median(lit_plain))
+        plain = statistics.median(bare_plain), statistics.median(lit_plain)
+        rows += _rows(network, batch, bare_runs, lit_runs, *plain, peak)
     rows.append({"network": "the CPU", "operator": f"fp32 peak: {how}", "bare GFLOP/s": peak})
     rows.append({"network": "the CPU", "operator": "a 1024 x 1024 fp32 matmul", "bare GFLOP/s": matmul_gflops()})
     return rows
@@ -267,8 +268,8 @@ def _rows(
     lit: list[tuple[LayerClock, float]],
     bare_plain: float,
     lit_plain: float,
+    peak: float,
 ) -> list[dict[str, Any]]:
-    peak, _ = peak_gflops()
 
     def median_ms(runs: list[tuple[LayerClock, float]], key: str) -> float:
         return statistics.median(clock.seconds.get(key, 0.0) / clock.steps for clock, _ in runs) * 1000
@@ -277,8 +278,7 @@ def _rows(
         return statistics.median((t - sum(c.seconds.values())) / c.steps for c, t in runs) * 1000
 
     flops = bare[0][0].flops
-    keys = [k for k in flops if k in bare[0][0].seconds or k == "optimizer step"] + ["optimizer step"]
-    keys = list(dict.fromkeys(keys))
+    keys = [*(k for k in flops if k in bare[0][0].seconds), "optimizer step"]
     lit_total = statistics.median(t / c.steps for c, t in lit) * 1000
     out = []
     for key in [*keys, "the rest"]:
