@@ -18,7 +18,9 @@ With ``--adapt``, also the label-free test-time adaptation of BatchNorm (its sta
 digits from elsewhere, as SHOT and TENT adapt on the target images): reported apart, since it adapts on the very
 images it is judged on.
 
-    python benchmarks/ood.py --data_dir data --out runs/ood robust=robust-calibrated.ckpt plain=accurate.ckpt
+    python benchmarks/ood.py --data_dir data --out runs/ood robust=R0.ckpt robust=R1.ckpt plain=A0.ckpt plain=A1.ckpt
+
+A NAME given more than once is one configuration over seeds: the tables give its mean and 95% interval.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_lit.callbacks.adapt import adapt_batchnorm
 from mnist_lit.callbacks.ood import DIGIT_LIKE_SET, held_out_sets, network_outputs
 from mnist_lit.cli.calibrate import datamodule_for
 from mnist_lit.data.images import mnist_preprocess, read_picture
+from mnist_lit.experiments.stats import spread
 from mnist_lit.models.ood import OOD_METHODS
-from mnist_lit.reporting.ood import detection_summary, roc_figure
+from mnist_lit.reporting.ood import detection_summary, keep_threshold, roc_figure
 from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
 from mnist_lit.training.ood import fit_ood, split_outputs
 
@@ -69,18 +73,31 @@ REAL_SETS = {"uci_8x8 (scikit-learn)": sklearn_digits, "pyclustering drawings": 
 
 
 def adapted(model: nn.Module, normalize: Any, images: np.ndarray) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm statistics are those of ``images`` (one pass, cumulative average)."""
+    """A copy of ``model`` whose BatchNorm statistics are those of ``images`` (as ``AdaptBatchNorm`` adapts)."""
     copied = copy.deepcopy(model)
-    norms = [m for m in copied.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    copied.train()
-    with torch.no_grad():
-        for start in range(0, len(images), 256):
-            copied(normalize(torch.from_numpy(images[start : start + 256]).unsqueeze(1)))
-    copied.eval()
+    pixels = torch.from_numpy(images).unsqueeze(1)
+    adapt_batchnorm(copied, (normalize(pixels[start : start + 256]) for start in range(0, len(pixels), 256)))
     return copied
+
+
+def fitted_scores(model: Any, logits: torch.Tensor, features: torch.Tensor | None) -> np.ndarray:
+    """The scores of the model's fitted OOD score (``model.ood``) at its temperature."""
+    with torch.no_grad():
+        return model.ood(logits, features, model.temperature).numpy()
+
+
+def shares(threshold: float, digits: np.ndarray, others: dict[str, np.ndarray],
+           real_scores: dict[str, np.ndarray]) -> dict[str, Any]:  # fmt: skip
+    """What ``threshold`` calls "not a digit": wrongly among the MNIST test digits and the real digit sets, rightly
+    among the held-out families (each, and pooled without the digit-like letters)."""
+    pooled = np.concatenate([v for f, v in others.items() if f != DIGIT_LIKE_SET])
+    return {
+        "threshold": threshold,
+        "test_not_digit": float((digits > threshold).mean()),
+        "real_not_digit": {s: float((v > threshold).mean()) for s, v in real_scores.items()},
+        "families_not_digit": {f: float((v > threshold).mean()) for f, v in others.items()},
+        "all_held_out_not_digit": float((pooled > threshold).mean()),
+    }
 
 
 def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.ndarray],
@@ -102,26 +119,24 @@ def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.
     }
     for s, (_, labels) in real.items():
         result.setdefault("real_acc", {})[s] = float((real_outputs[s][0].argmax(1).numpy() == labels).mean())
+    val_logits, val_features, _ = split_outputs(model, dm, "val")
     curves = {}
     for method in OOD_METHODS:
-        fit = fit_ood(model, dm, method, args.keep)
-        scorer, temperature = model.ood, model.temperature
-
-        def score(logits: torch.Tensor, features: torch.Tensor | None) -> np.ndarray:
-            with torch.no_grad():
-                return scorer(logits, features, temperature).numpy()  # noqa: B023  # used within the iteration
-
-        digits = score(test_logits, test_features)
-        families = {family: detection_summary(digits, score(*outputs[family]), fit.threshold) for family in sets}
-        pooled = np.concatenate([score(*outputs[f]) for f in sets if f != DIGIT_LIKE_SET])
+        transformed = name in args.keep_transformed
+        fit = fit_ood(model, dm, method, args.keep, transformed=transformed)
+        digits = fitted_scores(model, test_logits, test_features)
+        others = {family: fitted_scores(model, *outputs[family]) for family in sets}
+        real_scores = {s: fitted_scores(model, *real_outputs[s]) for s in real}
+        pooled = np.concatenate([others[f] for f in sets if f != DIGIT_LIKE_SET])
         curves[f"{name}: {method}"] = (digits, pooled)
         result["scores"][method] = {
-            "threshold": fit.threshold,
-            "test_not_digit": float((digits > fit.threshold).mean()),
-            "families": families,
-            "all_held_out": detection_summary(digits, pooled, fit.threshold),
-            "real_not_digit": {s: float((score(*real_outputs[s]) > fit.threshold).mean()) for s in real},
+            "families": {family: detection_summary(digits, others[family]) for family in sets},
+            "all_held_out": detection_summary(digits, pooled),
+            "at_threshold": {**shares(fit.threshold, digits, others, real_scores), "transformed": transformed},
         }
+        if transformed:  # what the threshold on the clean validation digits would have called
+            clean = keep_threshold(fitted_scores(model, val_logits, val_features), args.keep)
+            result["scores"][method]["at_clean_threshold"] = shares(clean, digits, others, real_scores)
         print(f"{name} {method}: pooled AUROC {result['scores'][method]['all_held_out']['auroc']:.4f}", flush=True)
     if args.adapt:
         for s, (images, labels) in real.items():
@@ -133,43 +148,85 @@ def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.
     return result
 
 
-def tables(results: dict[str, dict[str, Any]], families: list[str], real: list[str]) -> str:
-    columns = [(name, method) for name in results for method in OOD_METHODS]
-    head = "| family | " + " | ".join(f"{n}: {m}" for n, m in columns) + " |\n|---|" + "---|" * len(columns)
-    lines = [head]
-    for family in [*families, "all_held_out"]:
-        cells = []
-        for name, method in columns:
-            r = results[name]["scores"][method]
-            d = r["all_held_out"] if family == "all_held_out" else r["families"][family]
-            cells.append(f"{d['auroc']:.3f} / {d['fpr_at_95_tpr']:.1%} / {d['others_not_digit']:.0%}")
-        lines.append(f"| {family} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| MNIST test called not a digit | "
-        + " | ".join(f"{results[n]['scores'][m]['test_not_digit']:.2%}" for n, m in columns)
-        + " |"
-    )
-    out = "AUROC / FPR at 95% TPR / share called not a digit at the fitted threshold\n\n" + "\n".join(lines) + "\n\n"
-    head = "| digits from elsewhere | " + " | ".join(results) + " |\n|---|" + "---|" * len(results)
-    rows = [head]
-    for s in real:
-        cells = []
-        for r in results.values():
-            adapted_acc = r.get("real_acc_adapted", {}).get(s)
-            extra = f" (BN adapted: {adapted_acc:.1%})" if adapted_acc is not None else ""
-            nd = ", ".join(f"{m} {r['scores'][m]['real_not_digit'][s]:.1%}" for m in OOD_METHODS)
-            cells.append(f"{r['real_acc'][s]:.1%}{extra}; not a digit: {nd}")
-        rows.append(f"| {s} | " + " | ".join(cells) + " |")
-    return out + "\n".join(rows) + "\n"
+def _cell(values: list[float], percent: bool) -> str:
+    """The mean over seeds and, with two or more, the half-width of its 95% Student-t interval."""
+    s = spread(values)
+    scale, unit, digits = (100.0, "%", 1) if percent else (1.0, "", 3)
+    text = f"{s.mean * scale:.{digits}f}{unit}"
+    if s.ci_low is not None and s.ci_high is not None:
+        text += f" ±{(s.ci_high - s.ci_low) / 2 * scale:.{digits}f}"
+    return text
+
+
+def tables(results: dict[str, list[dict[str, Any]]], families: list[str], real: list[str]) -> str:
+    """Three tables, one row per configuration and score, each cell the mean over the configuration's seeds with
+    the half-width of its 95% interval: AUROC and FPR at 95% TPR per held-out family; then, at the fitted
+    threshold, the shares called "not a digit" and the accuracies."""
+    columns = [*families, "all_held_out"]
+    rows = [(name, method) for name in results for method in OOD_METHODS]
+
+    def held_out(run: dict[str, Any], method: str, family: str) -> dict[str, Any]:
+        scores = run["scores"][method]
+        return scores["all_held_out"] if family == "all_held_out" else scores["families"][family]
+
+    out = []
+    for key, title, percent in (("auroc", "AUROC", False), ("fpr_at_95_tpr", "FPR at 95% TPR", True)):
+        lines = [f"{title}, per held-out family (mean ±95% interval over seeds)\n",
+                 "| config: score | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
+        for name, method in rows:
+            cells = [_cell([held_out(r, method, f)[key] for r in results[name]], percent) for f in columns]
+            lines.append(f"| {name}: {method} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    at_threshold = ["MNIST test", *real, "all held out", "uniform_noise", "gaussian_noise"]
+    lines = ['Called "not a digit" at the fitted threshold (digits: wrongly; others: rightly)\n',
+             "| config: score (threshold) | " + " | ".join(at_threshold) + " |",
+             "|---|" + "---|" * len(at_threshold)]  # fmt: skip
+    for name, method in rows:
+        for key in ("at_threshold", "at_clean_threshold"):
+            runs = [r["scores"][method].get(key) for r in results[name]]
+            if runs[0] is None:
+                continue
+            fitted = "clean digits" if key == "at_clean_threshold" or not runs[0]["transformed"] else "transformed"
+            cells = [_cell([r["test_not_digit"] for r in runs], True)]
+            cells += [_cell([r["real_not_digit"][s] for r in runs], True) for s in real]
+            cells.append(_cell([r["all_held_out_not_digit"] for r in runs], True))
+            cells += [_cell([r["families_not_digit"][f] for r in runs], True) for f in at_threshold[-2:]]
+            lines.append(f"| {name}: {method} ({fitted}) | " + " | ".join(cells) + " |")
+    out.append("\n".join(lines))
+    accuracy = ["seeds", "MNIST test", *real, *(f"{s}, BatchNorm adapted" for s in real)]
+    lines = ["Accuracy (mean ±95% interval over seeds)\n",
+             "| config | " + " | ".join(accuracy) + " |", "|---|" + "---|" * len(accuracy)]  # fmt: skip
+    for name, runs in results.items():
+        cells = [str(len(runs)), _cell([r["test_acc"] for r in runs], True)]
+        cells += [_cell([r["real_acc"][s] for r in runs], True) for s in real]
+        cells += [_cell([r["real_acc_adapted"][s] for r in runs], True) if "real_acc_adapted" in runs[0] else "-"
+                  for s in real]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", metavar="NAME=CHECKPOINT")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="NAME=CHECKPOINT",
+        help="repeat a NAME for its other seeds: tables report "
+        "the mean over a NAME's checkpoints and the half-width of its 95%% interval",
+    )
     parser.add_argument("--data_dir", help="the MNIST data folder (default: each checkpoint's own)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per_family", type=int, default=500)
     parser.add_argument("--keep", type=float, default=0.99)
+    parser.add_argument(
+        "--keep_transformed",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="fit NAME's thresholds on the validation digits as its training transforms them (as its config's "
+        "ood.keep_transformed does; repeat for each)",
+    )
     parser.add_argument("--adapt", action="store_true", help="also re-estimate BatchNorm on the real digit sets")
     parser.add_argument("--figure", type=Path, help="also save the pooled ROC figure here (e.g. docs/ood_roc.png)")
     args = parser.parse_args()
@@ -178,11 +235,17 @@ def main() -> None:
     for reason in missing:
         print(f"left out: {reason}")
     real = {name: make() for name, make in REAL_SETS.items()}
-    results = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
-        results[name] = evaluate(name, path, args, sets, real)
-    curves = {k: v for r in results.values() for k, v in r.pop("_curves").items()}
+        if not path:
+            parser.error(f"{spec}: give NAME=CHECKPOINT (repeat a NAME for its other seeds)")
+        results.setdefault(name, []).append(evaluate(name, path, args, sets, real))
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for runs in results.values():
+        curves.update(runs[0]["_curves"])  # the figure: each configuration's first checkpoint
+        for run in runs:
+            del run["_curves"]
     figure = roc_figure(curves, "MNIST test digits against all held-out non-digits")
     figure.savefig(args.out / "ood_roc.png", dpi=110)
     if args.figure:

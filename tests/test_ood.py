@@ -399,3 +399,29 @@ def test_fit_fits_the_score_alone_without_a_temperature(tiny_mnist) -> None:
           "--test_after_fit", "false"])  # fmt: skip
     model = load_trained_network(runs("compact")[-1] / "checkpoints" / "calibrated.ckpt").model
     assert model.ood.method_name == "energy" and model.ood.fitted and float(model.temperature) == 1.0
+
+
+def test_the_threshold_can_keep_the_share_of_the_transformed_validation_digits(
+    tiny_mnist, capsys: pytest.CaptureFixture
+) -> None:
+    from mnist_lit.cli.calibrate import datamodule_for
+    from mnist_lit.training.checkpoints import read_checkpoint
+    from mnist_lit.training.ood import TRANSFORM_SEED, split_outputs
+
+    assert exit_code(["fit", "--config", COMPACT, *QUIET, *HELD_OUT, "--ood.method", "energy",
+                      "--ood.keep_transformed", "true"]) == 1  # fmt: skip
+    assert "--ood.keep_transformed true: this run neither augments nor distorts" in capsys.readouterr().err
+    assert not Path("lightning_logs").exists()
+    main(["fit", "--config", COMPACT, "--trainer.max_epochs", "1", *QUIET, *HELD_OUT, "--ood.method", "energy",
+          "--ood.keep", "0.9", "--ood.keep_transformed", "true", "--data.distort.blur", "1.0",
+          "--data.distort.low_resolution", "1.0", "--test_after_fit", "false"])  # fmt: skip
+    ckpt = runs("compact")[-1] / "checkpoints" / "calibrated.ckpt"
+    model = load_trained_network(ckpt).model
+    datamodule = datamodule_for(read_checkpoint(ckpt), str(tiny_mnist.data_dir))
+    datamodule.setup("fit")
+    transformed = split_outputs(model, datamodule, "val", transform_seed=TRANSFORM_SEED)
+    clean = split_outputs(model, datamodule, "val")
+    kept = [int((model.ood(logits, f, model.temperature) <= model.ood.threshold).sum()) / len(logits)
+            for logits, f, _ in (transformed, clean)]  # fmt: skip
+    assert 0.9 <= kept[0] < 0.9 + 2 / len(clean[2])  # the share asked, of the blurred low-resolution digits
+    assert kept[1] != kept[0]  # not that of the clean ones

@@ -131,8 +131,35 @@ def test_training_batches_carry_outliers_labelled_minus_one(tiny_mnist: TinyMNIS
     val_images, val_labels = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert (val_labels >= 0).all() and len(val_images) == len(val_labels)
     # saved as plain values, as a checkpoint read weights-only and a JSON report hold them
-    assert dm.hparams.outliers == {"families": ["shapes", "specks"], "per_batch": 8, "per_family": 20, "seed": 0}
+    assert dm.hparams.outliers == {
+        "families": ["shapes", "specks"], "per_batch": 8, "per_family": 20, "seed": 0, "font_digits": 0
+    }  # fmt: skip
     assert MNISTDataModule(outliers=dm.hparams.outliers).outliers == dm.outliers
+
+
+def test_font_digits_are_seeded_balanced_and_in_mnist_form() -> None:
+    images, labels = outliers.font_digits(outliers.family_rng(0, "font_digits"), 30)
+    again, _ = outliers.font_digits(outliers.family_rng(0, "font_digits"), 30)
+    other, _ = outliers.font_digits(outliers.family_rng(1, "font_digits"), 30)
+    assert images.shape == (30, 28, 28) and images.dtype == np.uint8 and (images.max(axis=(1, 2)) > 0).all()
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    assert np.bincount(labels, minlength=10).tolist() == [3] * 10
+
+
+def test_font_digits_join_training_batches_with_their_labels(tiny_mnist: TinyMNIST) -> None:
+    dm = exposed_datamodule(tiny_mnist, font_digits=4)
+    loader = dm.train_dataloader()
+    assert dm.font_digit_pool is not None and dm.font_digit_pool[0].shape == (20, 28, 28)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    dm.trainer = trainer
+    trainer.state.stage = "train"
+    images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
+    assert images.shape == (44, 1, 28, 28) and (labels[32:40] == OUTLIER_LABEL).all()
+    pool = {image.tobytes(): int(label) for image, label in zip(*(t.numpy() for t in dm.font_digit_pool), strict=True)}
+    drawn = (images[40:, 0] * 255).round().byte().numpy()
+    assert [pool[image.tobytes()] for image in drawn] == labels[40:].tolist()
+    with pytest.raises(ValueError, match="font_digits"):
+        OutlierExposure(font_digits=-1)
 
 
 def test_the_loss_adds_uniform_cross_entropy_on_outliers_and_is_unchanged_without_them() -> None:

@@ -1,7 +1,8 @@
 """Lightning callbacks: best-weight restoring, per-class metrics, figures, histograms, metrics.json, "not a digit" on
-held-out non-digits, predictions, and the command line's own (the run's config.yaml, the hint printed when a fit is
-stopped)."""
+held-out non-digits, predictions, BatchNorm adapted to the images predicted, and the command line's own (the run's
+config.yaml, the hint printed when a fit is stopped)."""
 
+from mnist_lit.callbacks.adapt import AdaptBatchNorm
 from mnist_lit.callbacks.figures import ReportFigures
 from mnist_lit.callbacks.histograms import WeightHistograms
 from mnist_lit.callbacks.ood import OODReport
@@ -18,6 +19,7 @@ from mnist_lit.callbacks.timing import EpochTimer
 GeometricErrorCallback = PerClassMetrics
 
 __all__ = [
+    "AdaptBatchNorm",
     "EpochLineProgress",
     "EpochTimer",
     "GeometricErrorCallback",

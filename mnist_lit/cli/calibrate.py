@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_OOD_KEEP,
         help=f"share of validation digits the 'not a digit' threshold keeps as digits (default {DEFAULT_OOD_KEEP})",
     )
+    parser.add_argument(
+        "--ood_keep_transformed",
+        action="store_true",
+        help="keep that share of the validation digits as the checkpoint's data.augment and data.distort transform "
+        "them in training, not as MNIST has them (as fit --ood.keep_transformed true; configs/robust.yaml)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers (validation and test) to this file")
     return parser
 
@@ -132,7 +138,9 @@ def main(argv: list[str]) -> None:
     test_after = nll_and_calibration(test_logits, test_labels, result.temperature)
     conf, correct = top_label((test_logits.double() / result.temperature).softmax(dim=1).numpy(), test_labels.numpy())
     selective = selective_summary(conf, correct, result.unsure_threshold)
-    ood = fit_ood(model, datamodule, ood_method, args.ood_keep) if ood_method != "none" else None
+    ood = None
+    if ood_method != "none":
+        ood = fit_ood(model, datamodule, ood_method, args.ood_keep, transformed=args.ood_keep_transformed)
     if ood is None:
         model.ood.reset()  # a score fitted at another temperature no longer holds
     record = {

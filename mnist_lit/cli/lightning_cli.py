@@ -169,6 +169,7 @@ class MNISTLitCLI(LightningCLI):
             save_calibrated(
                 self.trainer, self.model, self.datamodule, temperature=bool(self.config.fit.get("calibrate")),
                 ood_method=ood.get("method"), ood_keep=ood.get("keep", 0.99),
+                ood_keep_transformed=bool(ood.get("keep_transformed")),
             )  # fmt: skip
         if self.config.fit.get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)

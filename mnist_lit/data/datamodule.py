@@ -25,7 +25,7 @@ from mnist_lit.data.datasets import EpochShuffleSampler, TensorImageDataset, kee
 from mnist_lit.data.distort import Distortions, distort
 from mnist_lit.data.images import InvertMode, PredictInputError, load_predict_inputs
 from mnist_lit.data.normalization import Normalization, formula, normalize, standardize, to_unit
-from mnist_lit.data.outliers import OUTLIER_LABEL, OutlierExposure, outlier_pool
+from mnist_lit.data.outliers import OUTLIER_LABEL, OutlierExposure, family_rng, font_digits, outlier_pool
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class MNISTDataModule(LightningDataModule):
         #: The outlier images of ``outliers`` (M x 28 x 28 uint8), made with the first training loader (validate,
         #: test, predict and ``calibrate`` never need them).
         self.outlier_images: Tensor | None = None
+        #: The labelled font digits of ``outliers.font_digits`` (images K x 28 x 28 uint8, labels K), made with them.
+        self.font_digit_pool: tuple[Tensor, Tensor] | None = None
 
     @property
     def raw_dir(self) -> Path:
@@ -213,9 +215,19 @@ class MNISTDataModule(LightningDataModule):
         digits = (train.images.cpu().numpy(), train.labels.cpu().numpy())
         images, _ = outlier_pool(o.families, o.per_family, o.seed, digits)
         if self.trainer is None or self.trainer.is_global_zero:
-            log.info("Outlier exposure: %d images of %d families, %d per batch.", len(images), len(o.families),
-                     o.per_batch)  # fmt: skip
+            fonts = f"; {o.font_digits} font digits per batch" if o.font_digits else ""
+            log.info("Outlier exposure: %d images of %d families, %d per batch%s.", len(images), len(o.families),
+                     o.per_batch, fonts)  # fmt: skip
         return torch.from_numpy(images)
+
+    def make_font_digits(self) -> tuple[Tensor, Tensor] | None:
+        """The labelled font digits training batches draw ``outliers.font_digits`` from (None when they draw none),
+        made from ``outliers``' seed."""
+        assert self.outliers is not None
+        if not self.outliers.font_digits:
+            return None
+        images, labels = font_digits(family_rng(self.outliers.seed, "font_digits"), self.outliers.per_family)
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
     def _setup_predict_files(self) -> None:
         """Read and preprocess the user's inputs once, reporting each one that has to be skipped, and why."""
@@ -253,6 +265,8 @@ class MNISTDataModule(LightningDataModule):
         self._augmented = None  # a new fit counts its batches from the start (see _batch_generator)
         if self.outliers is not None and self.outlier_images is None:  # made for training only, once
             self.outlier_images = self.make_outliers(dataset).to(dataset.images.device)
+            pool = self.make_font_digits()
+            self.font_digit_pool = None if pool is None else (pool[0].to(dataset.images.device), pool[1])
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -326,27 +340,45 @@ class MNISTDataModule(LightningDataModule):
             return batch
         images, *rest = batch
         trainer = self.trainer
-        transformed = self.augmentation is not None or self.distortions is not None or self.outliers is not None
+        transformed = self.transforms_images or self.outliers is not None
         if transformed and trainer is not None and trainer.training:
             generator = self._batch_generator()
             if self.outliers is not None:
                 images, labels = self.add_outliers(images, rest[0], generator)
                 rest = [labels, *rest[1:]]
-            x = self.augment(images, generator)
-            if self.distortions is not None:
-                x = distort(x, self.distortions, generator)
-            return (standardize(x, self.normalization), *rest)
+            return (self.transform(images, generator), *rest)
         return (self.normalize(images), *rest)
 
+    @property
+    def transforms_images(self) -> bool:
+        """Whether training moves or distorts its images (``data.augment``, ``data.distort``)."""
+        return self.augmentation is not None or self.distortions is not None
+
+    def transform(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """uint8 images (N x 1 x H x W) as training sees them: augmented, distorted, then normalized, each image's
+        draws from ``generator``."""
+        x = self.augment(images, generator)
+        if self.distortions is not None:
+            x = distort(x, self.distortions, generator)
+        return standardize(x, self.normalization)
+
     def add_outliers(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """The batch with ``outliers.per_batch`` outlier images appended, drawn from the pool by ``generator``, and
-        labelled :data:`~mnist_lit.data.outliers.OUTLIER_LABEL`."""
+        """The batch with ``outliers.per_batch`` outlier images appended, drawn from the pool by ``generator`` and
+        labelled :data:`~mnist_lit.data.outliers.OUTLIER_LABEL`, then ``outliers.font_digits`` font digits with
+        their labels."""
         assert self.outliers is not None and self.outlier_images is not None, "train_dataloader() makes the outliers"
         pool = self.outlier_images
         index = torch.randint(len(pool), (self.outliers.per_batch,), generator=generator, device=generator.device)
-        extra = pool[index.to(pool.device)].to(images.device).unsqueeze(1)
-        tags = torch.full((len(extra),), OUTLIER_LABEL, dtype=labels.dtype, device=labels.device)
-        return torch.cat([images, extra]), torch.cat([labels, tags])
+        extra = [pool[index.to(pool.device)].to(images.device).unsqueeze(1)]
+        tags = [torch.full((len(extra[0]),), OUTLIER_LABEL, dtype=labels.dtype, device=labels.device)]
+        if self.font_digit_pool is not None:
+            digits, digit_labels = self.font_digit_pool
+            index = torch.randint(
+                len(digits), (self.outliers.font_digits,), generator=generator, device=generator.device
+            )
+            extra.append(digits[index.to(digits.device)].to(images.device).unsqueeze(1))
+            tags.append(digit_labels[index].to(labels.device, labels.dtype))
+        return torch.cat([images, *extra]), torch.cat([labels, *tags])
 
     def _batch_generator(self) -> torch.Generator:
         """The generator of the next training batch's transforms, seeded from the seed, the epoch, the batch's

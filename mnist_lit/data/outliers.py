@@ -221,6 +221,31 @@ def digit_like_letters(rng: np.random.Generator, n: int) -> np.ndarray:
     return _fill(rng, n, lambda r: render_ttf_glyph(fonts[r.integers(len(fonts))], chars[r.integers(len(chars))], r))
 
 
+def font_digits(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` digits (images n x 28 x 28 uint8, labels n) in the fonts the training glyph families draw from: half in
+    the DejaVu fonts, half in the 8 training Hershey fonts, each digit equally often, drawn as the letters are.
+
+    Not outliers: the positives that go with them. A network taught that these fonts' letters are not digits,
+    and shown no digit in them, learns that a clean, even stroke is itself the mark of a non-digit, and calls
+    printed or neatly drawn digits "not a digit" (see :class:`OutlierExposure`'s ``font_digits``)."""
+    ttf = _matplotlib_fonts(MATPLOTLIB_TRAINING_FONTS)
+    images: list[np.ndarray] = []
+    labels = np.arange(n, dtype=np.int64) % 10
+    for index, digit in enumerate(labels):
+        for _ in range(20):
+            if index % 2:
+                image = render_hershey_glyph(HERSHEY_TRAINING_FONTS[rng.integers(len(HERSHEY_TRAINING_FONTS))],
+                                             str(digit), rng)  # fmt: skip
+            else:
+                image = render_ttf_glyph(ttf[rng.integers(len(ttf))], str(digit), rng)
+            if image is not None:
+                break
+        else:
+            raise RuntimeError(f"the training fonts keep drawing the digit {digit} blank")
+        images.append(image)
+    return (np.stack(images) if images else np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.uint8)), labels
+
+
 # --- drawn families ------------------------------------------------------------------------------------------------
 
 
@@ -267,14 +292,16 @@ def scribbles(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def shapes(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Filled or outlined triangles, squares, polygons and stars, and filled discs (an outlined ring is a 0: none)."""
+    """Filled or outlined triangles, squares and stars, filled polygons of 5 to 8 sides and filled discs: an
+    outlined ring is a 0, and so is the outline of a polygon with that many sides (a network taught otherwise calls
+    neatly drawn zeros "not a digit"), so neither is drawn."""
 
     def one(r: np.random.Generator) -> np.ndarray | None:
         canvas = Image.new("L", (CANVAS, CANVAS), 0)
         draw = ImageDraw.Draw(canvas)
         kind = r.integers(5)
         centre, radius = CANVAS / 2, float(r.uniform(0.25, 0.42) * CANVAS)
-        filled = bool(r.random() < 0.5) or kind == 4
+        filled = bool(r.random() < 0.5) or kind in (2, 4)  # kind 2: 5 to 8 sides, outlined like a 0
         if kind == 4:  # filled disc or ellipse
             rx, ry = radius, radius * float(r.uniform(0.5, 1.0))
             draw.ellipse((centre - rx, centre - ry, centre + rx, centre + ry), fill=255)
@@ -489,12 +516,16 @@ class OutlierExposure:
         per_family: images made of each family, once, when the data is set up; each batch draws from them, and the
             batch's random transforms (``data.augment``, ``data.distort``) apply to them as to the digits.
         seed: the seed of the images (the draws per batch follow ``data.seed``, as the digits' transforms do).
+        font_digits: digits in the glyph families' own fonts (:func:`font_digits`), labelled, added to each batch
+            besides the outliers (0: none); ``per_family`` of them are made. Without them a network learns the
+            fonts' even strokes as the mark of a non-digit, and calls neatly drawn digits "not a digit".
     """
 
     families: tuple[str, ...] = TRAINING_FAMILIES
     per_batch: int = 16
     per_family: int = 1000
     seed: int = 0
+    font_digits: int = 0
 
     def __post_init__(self) -> None:
         """Check the names and counts, and keep plain values (checkpoints are read weights-only)."""
@@ -507,7 +538,10 @@ class OutlierExposure:
             )
         if int(self.per_batch) < 1 or int(self.per_family) < 1:
             raise ValueError("data.outliers: per_batch and per_family must be at least 1")
+        if int(self.font_digits) < 0:
+            raise ValueError(f"data.outliers.font_digits: {self.font_digits} digits per batch; give 0 or more")
         object.__setattr__(self, "families", families)
         object.__setattr__(self, "per_batch", int(self.per_batch))
         object.__setattr__(self, "per_family", int(self.per_family))
         object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "font_digits", int(self.font_digits))

@@ -154,6 +154,7 @@ def save_calibrated(
     temperature: bool = True,
     ood_method: str | None = None,
     ood_keep: float = DEFAULT_OOD_KEEP,
+    ood_keep_transformed: bool = False,
 ) -> Path | None:
     """``fit --calibrate`` and ``fit --ood.method``: temperature scaling on the validation split, then the OOD score
     (its statistics and threshold, which read the temperature), kept in ``model`` (for the test that follows) and
@@ -163,7 +164,7 @@ def save_calibrated(
         model.calibration_fit = result.as_dict()
         rank_zero_info(result.summary())
     if ood_method:
-        ood = fit_ood(model, datamodule, ood_method, ood_keep)
+        ood = fit_ood(model, datamodule, ood_method, ood_keep, transformed=ood_keep_transformed)
         model.ood_fit = ood.as_dict()
         rank_zero_info(ood.summary())
     checkpoint = trainer.checkpoint_callback

@@ -23,6 +23,16 @@ from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.models.ood import OOD_METHODS, mahalanobis_statistics, unit_length, uses_features
 from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP, keep_threshold
 
+#: The seed of the one set of transforms drawn for the validation digits by ``fit_ood(..., transformed=True)``.
+TRANSFORM_SEED = 2027
+
+#: A threshold on transformed validation digits asked of a run that transforms no image.
+NOTHING_TRANSFORMED = (
+    "{option}: this run neither augments nor distorts its training images (data.augment, data.distort), so there "
+    "are no transformed validation digits to fit the 'not a digit' threshold on; drop the option, or give "
+    "data.augment or data.distort."
+)
+
 
 class OODFitError(UserError):
     """An OOD score that must not, or cannot, be fitted as asked."""
@@ -47,20 +57,28 @@ def check_ood_fittable(
 
 @torch.no_grad()
 def split_outputs(
-    model: MNISTClassifier, datamodule: MNISTDataModule, split: str, batch_size: int = 1024
+    model: MNISTClassifier,
+    datamodule: MNISTDataModule,
+    split: str,
+    batch_size: int = 1024,
+    transform_seed: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The raw logits (N x 10), penultimate features (N x D) and labels of a split (``train``, ``val`` or ``test``),
-    normalized as in training and never augmented, in eval mode; on the CPU, float32."""
+    normalized as in training, in eval mode; on the CPU, float32. Never augmented, unless ``transform_seed`` is
+    given: then each image is moved and distorted as training's are (:meth:`MNISTDataModule.transform`), once, by
+    draws from that seed alone."""
     dataset = {"train": datamodule.data_train, "val": datamodule.data_val, "test": datamodule.data_test}[split]
     if dataset is None:
         raise RuntimeError("the data module has not been set up")
+    generator = None if transform_seed is None else torch.Generator().manual_seed(transform_seed)
     was_training = model.training
     model.eval()
     logits, features = [], []
     try:
         for start in range(0, len(dataset), batch_size):
-            images = dataset.images[start : start + batch_size].to(model.device)
-            f = model.features(datamodule.normalize(images.unsqueeze(1)))
+            images = dataset.images[start : start + batch_size].to(model.device).unsqueeze(1)
+            x = datamodule.normalize(images) if generator is None else datamodule.transform(images, generator)
+            f = model.features(x)
             logits.append(model.net[-1](f).float().cpu())  # type: ignore[index]  # features() checked the net
             features.append(f.float().cpu())
     finally:
@@ -75,6 +93,7 @@ class OODFitResult:
     method: str
     threshold: float
     keep: float
+    transformed: bool
     temperature: float
     train_images: int
     val_images: int
@@ -88,17 +107,29 @@ class OODFitResult:
         fitted = f" (statistics from {self.train_images} training images)" if self.train_images else ""
         return (
             f"OOD score {self.method}{fitted}: 'not a digit' above {self.threshold:.4f}, which keeps "
-            f"{self.keep:.1%} of the {self.val_images} validation digits (calls {self.val_not_digit_fraction:.2%} "
+            f"{self.keep:.1%} of the {self.val_images} {'transformed ' if self.transformed else ''}validation digits "
+            f"(calls {self.val_not_digit_fraction:.2%} "
             "of them 'not a digit')."
         )
 
 
 def fit_ood(
-    model: MNISTClassifier, datamodule: MNISTDataModule, method: str = "mahalanobis", keep: float = DEFAULT_OOD_KEEP
+    model: MNISTClassifier,
+    datamodule: MNISTDataModule,
+    method: str = "mahalanobis",
+    keep: float = DEFAULT_OOD_KEEP,
+    transformed: bool = False,
 ) -> OODFitResult:
     """Fit ``method``'s statistics on the training images and its threshold on the validation split, into
-    ``model.ood``'s buffers (hence into any checkpoint saved after)."""
+    ``model.ood``'s buffers (hence into any checkpoint saved after).
+
+    With ``transformed``, the threshold keeps ``keep`` of the validation digits as training transforms them
+    (``data.augment``, ``data.distort``: other pens, blur, low resolution, slant), each drawn once from a fixed seed:
+    the digits a recipe for other people's digits models, rather than MNIST's own (the statistics stay those of the
+    clean training images)."""
     check_ood_fittable(datamodule.hparams.val_split, method, keep=keep)
+    if transformed and not datamodule.transforms_images:
+        raise OODFitError(NOTHING_TRANSFORMED.format(option="--ood.keep_transformed"))
     scorer = model.ood
     train_images = 0
     if uses_features(method):
@@ -111,7 +142,9 @@ def fit_ood(
         train_images = int(digits.sum())
     else:
         scorer.set(method, float("inf"))
-    logits, features, _ = split_outputs(model, datamodule, "val")
+    logits, features, _ = split_outputs(
+        model, datamodule, "val", transform_seed=TRANSFORM_SEED if transformed else None
+    )
     device = model.device
     with torch.no_grad():
         scores = scorer(logits.to(device), features.to(device), model.temperature).cpu().numpy()
@@ -122,6 +155,7 @@ def fit_ood(
         method=method,
         threshold=threshold,
         keep=keep,
+        transformed=transformed,
         temperature=float(model.temperature),
         train_images=train_images,
         val_images=len(scores),
