@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import lightning.pytorch as pl
 import numpy as np
@@ -25,7 +26,7 @@ from mnist_lit.data.outliers import (
 )
 from mnist_lit.models import CompactCNN, FastCNN
 from mnist_lit.models.base import uniform_cross_entropy
-from tests.helpers import TinyMNIST, quick_trainer, synthetic_digits
+from tests.helpers import CONFIGS, TinyMNIST, quick_trainer, runs, synthetic_digits
 
 DIGITS = synthetic_digits(200, seed=0)
 
@@ -245,3 +246,34 @@ def test_the_test_reports_not_a_digit_on_held_out_families(tiny_mnist: TinyMNIST
     assert report["all_held_out"]["energy"]["others"] == 12 * len(HELD_OUT_FAMILIES)  # digit-like letters apart
     assert report["fitted"] == {"method": "max_softmax", "threshold": None}
     assert (tmp_path / "logs" / "ood" / "version_0" / "figures" / "ood_roc.png").is_file()
+
+
+def test_shapes_never_outline_a_polygon_that_a_zero_could_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    outlined: list[int] = []
+    polygon = outliers.ImageDraw.ImageDraw.polygon
+
+    def recording(self: object, xy: list, fill: int | None = None, *args: object, **kwargs: object) -> None:
+        if fill is None:
+            outlined.append(len(xy))
+        polygon(self, xy, fill, *args, **kwargs)
+
+    monkeypatch.setattr(outliers.ImageDraw.ImageDraw, "polygon", recording)
+    generate("shapes", 200, seed=0)
+    assert outlined and set(outlined) <= {3, 4, 10}  # triangles, squares and stars only
+
+
+def test_robust_config_trains_exposed_and_fits_its_threshold_on_transformed_digits(
+    tiny_mnist: TinyMNIST, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mnist_lit.cli import main
+
+    caplog.set_level(logging.INFO)
+    main(["fit", "--config", str(CONFIGS / "robust.yaml"), "--trainer.max_epochs", "1", "--trainer.enable_progress_bar",
+          "false", "--data.val_fraction", "0.25", "--data.outliers.per_family", "20",
+          "--model.init_args.filters", "[8, 16, 32]"])  # fmt: skip
+    run = runs("robust")[-1]
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["ood"]["fitted"]["method"] == "energy" and report["ood"]["fitted"]["threshold"] is not None
+    assert report["config"]["data"]["outliers"]["font_digits"] == 8
+    assert (run / "checkpoints" / "calibrated.ckpt").exists() and (run / "figures" / "ood_roc.png").exists()
+    assert "8 font digits per batch" in caplog.text and "keeps 99.0% of the 50 transformed validation" in caplog.text
