@@ -148,20 +148,21 @@ def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.
     return result
 
 
-def _cell(values: list[float], percent: bool) -> str:
+def _cell(values: list[float], percent: bool, decimals: int | None = None) -> str:
     """The mean over seeds and, with two or more, the half-width of its 95% Student-t interval."""
     s = spread(values)
     scale, unit, digits = (100.0, "%", 1) if percent else (1.0, "", 3)
-    text = f"{s.mean * scale:.{digits}f}{unit}"
+    digits = digits if decimals is None else decimals
+    text = f"{s.mean * scale:.{digits}f}"
     if s.ci_low is not None and s.ci_high is not None:
-        text += f" ±{(s.ci_high - s.ci_low) / 2 * scale:.{digits}f}"
-    return text
+        text += f"±{(s.ci_high - s.ci_low) / 2 * scale:.{digits}f}"
+    return text + unit
 
 
 def tables(results: dict[str, list[dict[str, Any]]], families: list[str], real: list[str]) -> str:
     """Three tables, one row per configuration and score, each cell the mean over the configuration's seeds with
     the half-width of its 95% interval: AUROC and FPR at 95% TPR per held-out family; then, at the fitted
-    threshold, the shares called "not a digit" and the accuracies."""
+    threshold, the shares called "not a digit"; then the accuracies."""
     columns = [*families, "all_held_out"]
     rows = [(name, method) for name in results for method in OOD_METHODS]
 
@@ -169,14 +170,17 @@ def tables(results: dict[str, list[dict[str, Any]]], families: list[str], real: 
         scores = run["scores"][method]
         return scores["all_held_out"] if family == "all_held_out" else scores["families"][family]
 
-    out = []
-    for key, title, percent in (("auroc", "AUROC", False), ("fpr_at_95_tpr", "FPR at 95% TPR", True)):
-        lines = [f"{title}, per held-out family (mean ±95% interval over seeds)\n",
-                 "| config: score | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
-        for name, method in rows:
-            cells = [_cell([held_out(r, method, f)[key] for r in results[name]], percent) for f in columns]
-            lines.append(f"| {name}: {method} | " + " | ".join(cells) + " |")
-        out.append("\n".join(lines))
+    lines = ["AUROC / FPR at 95% TPR per held-out family (mean±95% interval over seeds)\n",
+             "| config: score | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
+    for name, method in rows:
+        cells = [
+            _cell([held_out(r, method, f)["auroc"] for r in results[name]], False)
+            + " / "
+            + _cell([held_out(r, method, f)["fpr_at_95_tpr"] for r in results[name]], True)
+            for f in columns
+        ]
+        lines.append(f"| {name}: {method} | " + " | ".join(cells) + " |")
+    out = ["\n".join(lines)]
     at_threshold = ["MNIST test", *real, "all held out", "uniform_noise", "gaussian_noise"]
     lines = ['Called "not a digit" at the fitted threshold (digits: wrongly; others: rightly)\n',
              "| config: score (threshold) | " + " | ".join(at_threshold) + " |",
@@ -187,17 +191,17 @@ def tables(results: dict[str, list[dict[str, Any]]], families: list[str], real: 
             if runs[0] is None:
                 continue
             fitted = "clean digits" if key == "at_clean_threshold" or not runs[0]["transformed"] else "transformed"
-            cells = [_cell([r["test_not_digit"] for r in runs], True)]
+            cells = [_cell([r["test_not_digit"] for r in runs], True, 2)]
             cells += [_cell([r["real_not_digit"][s] for r in runs], True) for s in real]
             cells.append(_cell([r["all_held_out_not_digit"] for r in runs], True))
             cells += [_cell([r["families_not_digit"][f] for r in runs], True) for f in at_threshold[-2:]]
             lines.append(f"| {name}: {method} ({fitted}) | " + " | ".join(cells) + " |")
     out.append("\n".join(lines))
     accuracy = ["seeds", "MNIST test", *real, *(f"{s}, BatchNorm adapted" for s in real)]
-    lines = ["Accuracy (mean ±95% interval over seeds)\n",
+    lines = ["Accuracy (mean±95% interval over seeds)\n",
              "| config | " + " | ".join(accuracy) + " |", "|---|" + "---|" * len(accuracy)]  # fmt: skip
     for name, runs in results.items():
-        cells = [str(len(runs)), _cell([r["test_acc"] for r in runs], True)]
+        cells = [str(len(runs)), _cell([r["test_acc"] for r in runs], True, 2)]
         cells += [_cell([r["real_acc"][s] for r in runs], True) for s in real]
         cells += [_cell([r["real_acc_adapted"][s] for r in runs], True) if "real_acc_adapted" in runs[0] else "-"
                   for s in real]  # fmt: skip

@@ -406,7 +406,7 @@ def test_the_threshold_can_keep_the_share_of_the_transformed_validation_digits(
 ) -> None:
     from mnist_lit.cli.calibrate import datamodule_for
     from mnist_lit.training.checkpoints import read_checkpoint
-    from mnist_lit.training.ood import TRANSFORM_SEED, split_outputs
+    from mnist_lit.training.ood import validation_outputs
 
     assert exit_code(["fit", "--config", COMPACT, *QUIET, *HELD_OUT, "--ood.method", "energy",
                       "--ood.keep_transformed", "true"]) == 1  # fmt: skip
@@ -419,9 +419,10 @@ def test_the_threshold_can_keep_the_share_of_the_transformed_validation_digits(
     model = load_trained_network(ckpt).model
     datamodule = datamodule_for(read_checkpoint(ckpt), str(tiny_mnist.data_dir))
     datamodule.setup("fit")
-    transformed = split_outputs(model, datamodule, "val", transform_seed=TRANSFORM_SEED)
-    clean = split_outputs(model, datamodule, "val")
+    transformed = validation_outputs(model, datamodule, transformed=True)
+    clean = validation_outputs(model, datamodule)
+    assert len(transformed[0]) == 4 * len(clean[0])  # four draws of each validation digit
     kept = [int((model.ood(logits, f, model.temperature) <= model.ood.threshold).sum()) / len(logits)
-            for logits, f, _ in (transformed, clean)]  # fmt: skip
-    assert 0.9 <= kept[0] < 0.9 + 2 / len(clean[2])  # the share asked, of the blurred low-resolution digits
+            for logits, f in (transformed, clean)]  # fmt: skip
+    assert 0.9 <= kept[0] < 0.9 + 2 / len(transformed[0])  # the share asked, of the blurred low-resolution digits
     assert kept[1] != kept[0]  # not that of the clean ones

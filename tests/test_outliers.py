@@ -276,4 +276,4 @@ def test_robust_config_trains_exposed_and_fits_its_threshold_on_transformed_digi
     assert report["ood"]["fitted"]["method"] == "energy" and report["ood"]["fitted"]["threshold"] is not None
     assert report["config"]["data"]["outliers"]["font_digits"] == 8
     assert (run / "checkpoints" / "calibrated.ckpt").exists() and (run / "figures" / "ood_roc.png").exists()
-    assert "8 font digits per batch" in caplog.text and "keeps 99.0% of the 50 transformed validation" in caplog.text
+    assert "8 font digits per batch" in caplog.text and "keeps 99.0% of the 200 transformed validation" in caplog.text

@@ -65,8 +65,8 @@ def add_options(parser: LightningArgumentParser) -> None:
         type=bool,
         default=False,
         help="For `fit` with --ood.method: keep that share of the validation digits as data.augment and data.distort "
-        "transform them in training (one seeded draw), not of the digits as MNIST has them: for a recipe meant "
-        "for other people's digits (configs/robust.yaml).",
+        "transform them in training (four seeded draws of each), not as MNIST has them: for a recipe meant for "
+        "other people's digits (configs/robust.yaml).",
     )
 
 

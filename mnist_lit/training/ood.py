@@ -23,8 +23,9 @@ from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.models.ood import OOD_METHODS, mahalanobis_statistics, unit_length, uses_features
 from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP, keep_threshold
 
-#: The seed of the one set of transforms drawn for the validation digits by ``fit_ood(..., transformed=True)``.
-TRANSFORM_SEED = 2027
+#: The seeds of the transforms ``fit_ood(..., transformed=True)`` draws for the validation digits: four draws of
+#: each, so that the tail the threshold sits in (1% by default) holds four times as many images.
+TRANSFORM_SEEDS = (2027, 2028, 2029, 2030)
 
 #: A threshold on transformed validation digits asked of a run that transforms no image.
 NOTHING_TRANSFORMED = (
@@ -86,6 +87,17 @@ def split_outputs(
     return torch.cat(logits), torch.cat(features), dataset.labels.cpu().long()
 
 
+def validation_outputs(
+    model: MNISTClassifier, datamodule: MNISTDataModule, transformed: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The raw logits and penultimate features the threshold is fitted on: of the validation digits, or, when
+    ``transformed``, of each of them under the training transforms of every seed of :data:`TRANSFORM_SEEDS`."""
+    if not transformed:
+        return split_outputs(model, datamodule, "val")[:2]
+    draws = [split_outputs(model, datamodule, "val", transform_seed=seed) for seed in TRANSFORM_SEEDS]
+    return torch.cat([logits for logits, _, _ in draws]), torch.cat([features for _, features, _ in draws])
+
+
 @dataclass
 class OODFitResult:
     """What :func:`fit_ood` fitted, and how the validation digits score."""
@@ -124,9 +136,9 @@ def fit_ood(
     ``model.ood``'s buffers (hence into any checkpoint saved after).
 
     With ``transformed``, the threshold keeps ``keep`` of the validation digits as training transforms them
-    (``data.augment``, ``data.distort``: other pens, blur, low resolution, slant), each drawn once from a fixed seed:
-    the digits a recipe for other people's digits models, rather than MNIST's own (the statistics stay those of the
-    clean training images)."""
+    (``data.augment``, ``data.distort``: other pens, blur, low resolution, slant; four draws of each, from
+    :data:`TRANSFORM_SEEDS`): the digits a recipe for other people's digits models, rather than MNIST's own (the
+    statistics stay those of the clean training images)."""
     check_ood_fittable(datamodule.hparams.val_split, method, keep=keep)
     if transformed and not datamodule.transforms_images:
         raise OODFitError(NOTHING_TRANSFORMED.format(option="--ood.keep_transformed"))
@@ -142,9 +154,7 @@ def fit_ood(
         train_images = int(digits.sum())
     else:
         scorer.set(method, float("inf"))
-    logits, features, _ = split_outputs(
-        model, datamodule, "val", transform_seed=TRANSFORM_SEED if transformed else None
-    )
+    logits, features = validation_outputs(model, datamodule, transformed)
     device = model.device
     with torch.no_grad():
         scores = scorer(logits.to(device), features.to(device), model.temperature).cpu().numpy()
