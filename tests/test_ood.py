@@ -228,6 +228,17 @@ def test_calibrate_refits_the_checkpoints_score_or_the_one_asked(
     assert not load_trained_network(tmp_path / "c.ckpt").model.ood.fitted
 
 
+def test_calibrate_refuses_a_transformed_threshold_for_a_run_that_transforms_nothing(
+    ood_run: CalibratedRun, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(idx, "MNIST_FILES", ood_run.specs)
+    output = tmp_path / "x.ckpt"
+    args = ["calibrate", "--ckpt_path", str(ood_run.checkpoint), "--output", str(output), "--ood_keep_transformed"]
+    assert exit_code(args) == 1
+    assert "--ood_keep_transformed: this run neither augments nor distorts" in capsys.readouterr().err
+    assert not output.exists()
+
+
 def test_training_from_fitted_weights_resets_the_score() -> None:
     model = CompactCNN()
     model.ood.set("energy", -3.0)

@@ -20,7 +20,7 @@ from mnist_lit.reporting.calibration import DEFAULT_KEEP, selective_summary, top
 from mnist_lit.reporting.ood import DEFAULT_OOD_KEEP
 from mnist_lit.training.calibrate import calibrate, check_calibratable, nll_and_calibration, split_logits
 from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
-from mnist_lit.training.ood import check_ood_fittable, fit_ood
+from mnist_lit.training.ood import NOTHING_TRANSFORMED, check_ood_fittable, fit_ood
 from mnist_lit.utils.io import atomic_torch_save, atomic_write_json
 
 PROG = "python -m mnist_lit calibrate"
@@ -129,6 +129,8 @@ def main(argv: list[str]) -> None:
         check_ood_fittable(
             datamodule.hparams.val_split, ood_method, option="--ood", keep=args.ood_keep, keep_option="--ood_keep"
         )
+        if args.ood_keep_transformed and not datamodule.transforms_images:
+            raise UserError(NOTHING_TRANSFORMED.format(option="--ood_keep_transformed"))
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = trained.model
@@ -138,11 +140,11 @@ def main(argv: list[str]) -> None:
     test_after = nll_and_calibration(test_logits, test_labels, result.temperature)
     conf, correct = top_label((test_logits.double() / result.temperature).softmax(dim=1).numpy(), test_labels.numpy())
     selective = selective_summary(conf, correct, result.unsure_threshold)
-    ood = None
-    if ood_method != "none":
-        ood = fit_ood(model, datamodule, ood_method, args.ood_keep, transformed=args.ood_keep_transformed)
-    if ood is None:
+    if ood_method == "none":
+        ood = None
         model.ood.reset()  # a score fitted at another temperature no longer holds
+    else:
+        ood = fit_ood(model, datamodule, ood_method, args.ood_keep, transformed=args.ood_keep_transformed)
     record = {
         "source": str(ckpt_path),
         "val_split": datamodule.hparams.val_split,
