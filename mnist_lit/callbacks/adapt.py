@@ -94,8 +94,9 @@ class AdaptBatchNorm(Callback):
         count = len(datamodule.data_predict)
         if count < self.min_images:
             raise UserError(
-                f"AdaptBatchNorm: {count} images to predict, fewer than min_images ({self.min_images}): statistics "
-                "of so few would be noise. Predict a larger folder, or without the callback."
+                f"AdaptBatchNorm: {count} image{'' if count == 1 else 's'} to predict, fewer than min_images "
+                f"({self.min_images}): statistics of so few would be noise. Predict a larger folder, or without the "
+                "callback."
             )
         pixels = datamodule.predict_pixels(torch.arange(count))
         # Equal batches: the cumulative average weighs each batch alike, so the last, smaller one joins the one before.
