@@ -42,7 +42,7 @@ from mnist_lit.cli.calibrate import datamodule_for
 from mnist_lit.data.images import mnist_preprocess, read_picture
 from mnist_lit.experiments.stats import spread
 from mnist_lit.models.ood import OOD_METHODS
-from mnist_lit.reporting.ood import detection_summary, keep_threshold, roc_figure
+from mnist_lit.reporting.ood import detection_summary, is_not_digit, keep_threshold, roc_figure
 from mnist_lit.training.checkpoints import network_from_checkpoint, read_checkpoint
 from mnist_lit.training.ood import fit_ood, split_outputs
 
@@ -86,17 +86,20 @@ def fitted_scores(model: Any, logits: torch.Tensor, features: torch.Tensor | Non
         return model.ood(logits, features, model.temperature).numpy()
 
 
-def shares(threshold: float, digits: np.ndarray, others: dict[str, np.ndarray],
+def shares(threshold: float, digits: np.ndarray, others: dict[str, np.ndarray], pooled: np.ndarray,
            real_scores: dict[str, np.ndarray]) -> dict[str, Any]:  # fmt: skip
     """What ``threshold`` calls "not a digit": wrongly among the MNIST test digits and the real digit sets, rightly
-    among the held-out families (each, and pooled without the digit-like letters)."""
-    pooled = np.concatenate([v for f, v in others.items() if f != DIGIT_LIKE_SET])
+    among the held-out families (each, and ``pooled``: all of them but the digit-like letters)."""
+
+    def share(scores: np.ndarray) -> float:
+        return float(is_not_digit(scores, threshold).mean())
+
     return {
         "threshold": threshold,
-        "test_not_digit": float((digits > threshold).mean()),
-        "real_not_digit": {s: float((v > threshold).mean()) for s, v in real_scores.items()},
-        "families_not_digit": {f: float((v > threshold).mean()) for f, v in others.items()},
-        "all_held_out_not_digit": float((pooled > threshold).mean()),
+        "test_not_digit": share(digits),
+        "real_not_digit": {s: share(v) for s, v in real_scores.items()},
+        "families_not_digit": {f: share(v) for f, v in others.items()},
+        "all_held_out_not_digit": share(pooled),
     }
 
 
@@ -132,11 +135,11 @@ def evaluate(name: str, path: str, args: argparse.Namespace, sets: dict[str, np.
         result["scores"][method] = {
             "families": {family: detection_summary(digits, others[family]) for family in sets},
             "all_held_out": detection_summary(digits, pooled),
-            "at_threshold": {**shares(fit.threshold, digits, others, real_scores), "transformed": transformed},
+            "at_threshold": {**shares(fit.threshold, digits, others, pooled, real_scores), "transformed": transformed},
         }
         if transformed:  # what the threshold on the clean validation digits would have called
             clean = keep_threshold(fitted_scores(model, val_logits, val_features), args.keep)
-            result["scores"][method]["at_clean_threshold"] = shares(clean, digits, others, real_scores)
+            result["scores"][method]["at_clean_threshold"] = shares(clean, digits, others, pooled, real_scores)
         print(f"{name} {method}: pooled AUROC {result['scores'][method]['all_held_out']['auroc']:.4f}", flush=True)
     if args.adapt:
         for s, (images, labels) in real.items():

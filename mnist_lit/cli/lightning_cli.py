@@ -28,6 +28,7 @@ from mnist_lit.models.base import MNISTClassifier
 from mnist_lit.training.calibrate import save_calibrated
 from mnist_lit.training.checkpoints import AtomicCheckpointIO
 from mnist_lit.training.ckpt_path import is_model_folder_path, is_onnx, load_weights
+from mnist_lit.training.ood import NOTHING_TRANSFORMED
 
 #: The base config, read before any ``--config``: what all recipes share.
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
@@ -140,7 +141,11 @@ class MNISTLitCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
-        """Say how to continue if the run is stopped, and load ``--init_weights`` when given."""
+        """Refuse ``--ood.keep_transformed`` for data that transforms nothing (before any epoch is spent), say how to
+        continue if the run is stopped, and load ``--init_weights`` when given."""
+        ood = self.config.fit.get("ood") or {}
+        if ood.get("method") and ood.get("keep_transformed") and not self.datamodule.transforms_images:
+            raise UserError(NOTHING_TRANSFORMED.format(option="--ood.keep_transformed true"))
         self.trainer.callbacks.append(  # type: ignore[attr-defined]  # Lightning's connectors set Trainer.callbacks
             ResumeHint([str(c) for c in self.config.fit.get("config") or []])
         )

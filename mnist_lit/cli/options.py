@@ -13,7 +13,7 @@ from mnist_lit.errors import UserError
 from mnist_lit.reporting.explanations import ExplainMethod
 from mnist_lit.training.calibrate import check_calibratable
 from mnist_lit.training.ckpt_path import check_checkpoint, is_onnx, prepare_resume
-from mnist_lit.training.ood import NOTHING_TRANSFORMED, check_ood_fittable
+from mnist_lit.training.ood import check_ood_fittable
 
 #: Our options beyond LightningCLI's: name -> (type, default, help).
 OPTIONS: dict[str, tuple[Any, Any, str]] = {
@@ -83,8 +83,6 @@ def check_options(options: Any, subcommand: str) -> None:
         check_ood_fittable(
             options.data.get("val_split"), options.ood.method, keep=options.ood.keep, keep_option="--ood.keep"
         )
-        if options.ood.get("keep_transformed") and not (options.data.get("augment") or options.data.get("distort")):
-            raise UserError(NOTHING_TRANSFORMED.format(option="--ood.keep_transformed true"))
     if subcommand == "predict" and is_onnx(options.get("ckpt_path")) and options.get("explain"):
         raise UserError(ONNX_EXPLAIN.format(path=options.ckpt_path))
 
